@@ -1,0 +1,192 @@
+"""`SmolSFTConfig`: TRL's `SFTConfig` plus the plugin's fields.
+
+Every plugin field defaults to a value that leaves stock TRL behaviour unchanged, so a script that swaps
+`SFTConfig` for `SmolSFTConfig` trains exactly as before until it asks for a plugin feature.
+
+```python
+from trl_smol import SmolSFTConfig
+
+args = SmolSFTConfig(
+    output_dir="smollm3-sft",
+    memory_preset="auto",                      # fit the run to this machine
+    sample_prompts=["What is 2+2?"],           # print and log samples during training
+    sample_every_n_steps=50,
+    chat_template_kwargs={"enable_thinking": False},
+)
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl.trainer.sft_config import SFTConfig
+
+# The date the SmolLM3 template writes into its "Today Date:" line when the data does not say otherwise. A fixed
+# value makes the same dataset tokenize to the same ids on every day (the released template uses the clock).
+DEFAULT_TEMPLATE_TODAY = "08 July 2025"
+
+CHAT_TEMPLATE_MODES = ("auto", "smollm3", "keep")
+INVALID_ROW_POLICIES = ("error", "drop")
+
+
+@dataclass
+class SmolSFTConfig(SFTConfig):
+    r"""
+    Configuration for [`SmolSFTTrainer`]: every parameter of [`trl.SFTConfig`] plus the ones below.
+
+    Parameters:
+        > Chat template
+
+        smol_chat_template (`str`, *optional*, defaults to `"auto"`):
+            When to apply the SmolLM3 chat template shipped with this package. `"auto"`: only when the tokenizer has
+            no chat template, or the model is a SmolLM3 *Base* checkpoint (whose tokenizer does not carry the
+            instruct format). `"smollm3"`: always. `"keep"`: never; the tokenizer's own template is used.
+        chat_template_kwargs (`dict`, *optional*):
+            Defaults for the template's keyword arguments (`enable_thinking`, `xml_tools`, `python_tools`, `today`,
+            `close_system_turn`, ...), merged under each example's own `chat_template_kwargs` (the example wins).
+        chat_template_today (`str`, *optional*, defaults to `"08 July 2025"`):
+            Date written in the SmolLM3 system header when neither the example nor `chat_template_kwargs` set
+            `today`, so training data tokenize the same on every day. Set to `None` to use the clock, as the released
+            template does.
+        invalid_rows (`str`, *optional*, defaults to `"error"`):
+            What to do with a malformed conversation: `"error"` stops before tokenization and names the dataset, row
+            and field; `"drop"` removes such rows and prints a count per reason.
+
+        > Sample generation
+
+        sample_prompts (`list`, *optional*):
+            Prompts to generate from during training: strings, message lists, dicts with `messages` and
+            `chat_template_kwargs`, or one path to a `.jsonl`/`.txt` file. `None` turns sample generation off.
+        sample_every_n_steps (`int`, *optional*, defaults to `50`):
+            Generate every this many optimizer steps.
+        sample_at_start (`bool`, *optional*, defaults to `True`):
+            Generate once before the first step, as a baseline.
+        sample_at_end (`bool`, *optional*, defaults to `True`):
+            Generate once after the last step.
+        sample_max_new_tokens (`int`, *optional*, defaults to `128`):
+            Token budget of each sample.
+        sample_do_sample (`bool`, *optional*, defaults to `False`):
+            Sample instead of greedy decoding.
+        sample_temperature (`float`, *optional*, defaults to `0.7`):
+            Temperature when `sample_do_sample` is on.
+        sample_top_p (`float`, *optional*, defaults to `0.95`):
+            Nucleus mass when `sample_do_sample` is on.
+        sample_seed (`int`, *optional*, defaults to `0`):
+            Seed of sampled generations (each pass reseeds, so the same step gives the same text).
+
+        > Memory
+
+        memory_preset (`str`, *optional*, defaults to `"none"`):
+            Memory preset: `"none"` (stock TRL behaviour), `"auto"` (chosen from the detected hardware), or a tier
+            name: `"cpu"`, `"8gb"`, `"12gb"`, `"16gb"`, `"24gb"`, `"40gb"`, `"80gb"`. A preset only changes settings
+            the recipe and command line left unset.
+        memory_preset_force (`bool`, *optional*, defaults to `False`):
+            Start even when explicit settings make the estimate exceed the device memory under a preset.
+
+        > Callbacks
+
+        callbacks (`list[str]`, *optional*):
+            Names of callbacks from the `trl_smol.callbacks` entry-point group to add to the trainer, e.g.
+            `["samples", "memory"]`. Run `trl-smol callbacks` to list what is installed.
+    """
+
+    _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["chat_template_kwargs"]
+
+    # --- chat template -------------------------------------------------------------------------------------------
+    smol_chat_template: str = field(
+        default="auto",
+        metadata={
+            "help": "When to apply the SmolLM3 chat template: 'auto' (tokenizer without a template, or a SmolLM3 Base "
+            "model), 'smollm3' (always) or 'keep' (never).",
+            "choices": list(CHAT_TEMPLATE_MODES),
+        },
+    )
+    chat_template_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Default keyword arguments for the chat template (enable_thinking, xml_tools, python_tools, today, "
+            "close_system_turn, ...), merged under each example's own chat_template_kwargs (the example wins)."
+        },
+    )
+    chat_template_today: str | None = field(
+        default=DEFAULT_TEMPLATE_TODAY,
+        metadata={
+            "help": "Date written in the SmolLM3 system header when the data does not set `today`, so that the same "
+            "data tokenize the same on every day. 'none' uses the clock like the released template."
+        },
+    )
+    invalid_rows: str = field(
+        default="error",
+        metadata={
+            "help": "Malformed conversations: 'error' stops and names dataset, row and field; 'drop' removes them and "
+            "prints a count per reason.",
+            "choices": list(INVALID_ROW_POLICIES),
+        },
+    )
+
+    # --- sample generation ---------------------------------------------------------------------------------------
+    sample_prompts: list[Any] | None = field(
+        default=None,
+        metadata={
+            "help": "Prompts to generate from during training (strings, message lists, dicts with messages and "
+            "chat_template_kwargs) or a path to a .jsonl/.txt file. Unset: no sample generation."
+        },
+    )
+    sample_every_n_steps: int = field(
+        default=50, metadata={"help": "Generate samples every this many optimizer steps (0: only at start/end)."}
+    )
+    sample_at_start: bool = field(default=True, metadata={"help": "Generate a baseline before the first step."})
+    sample_at_end: bool = field(default=True, metadata={"help": "Generate after the last step."})
+    sample_max_new_tokens: int = field(default=128, metadata={"help": "Maximum new tokens per sample."})
+    sample_do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding."})
+    sample_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
+    sample_top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass."})
+    sample_seed: int = field(default=0, metadata={"help": "Seed for sampled generations (reproducible per step)."})
+
+    # --- memory --------------------------------------------------------------------------------------------------
+    memory_preset: str = field(
+        default="none",
+        metadata={
+            "help": "Memory preset: 'none' (stock TRL), 'auto' (from the detected hardware) or one of cpu, 8gb, 12gb, "
+            "16gb, 24gb, 40gb, 80gb. Only settings the recipe and command line left unset are changed."
+        },
+    )
+    memory_preset_force: bool = field(
+        default=False,
+        metadata={"help": "Start even if explicit settings make the estimate exceed the device under a preset."},
+    )
+
+    # --- callbacks -----------------------------------------------------------------------------------------------
+    callbacks: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Callbacks to add, by name from the `trl_smol.callbacks` entry-point group (e.g. samples memory). "
+            "`trl-smol callbacks` lists the installed ones."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.smol_chat_template not in CHAT_TEMPLATE_MODES:
+            raise ValueError(
+                f"smol_chat_template={self.smol_chat_template!r} is not valid; use one of {', '.join(CHAT_TEMPLATE_MODES)}."
+            )
+        if self.invalid_rows not in INVALID_ROW_POLICIES:
+            raise ValueError(
+                f"invalid_rows={self.invalid_rows!r} is not valid; use one of {', '.join(INVALID_ROW_POLICIES)}."
+            )
+        if isinstance(self.chat_template_today, str) and self.chat_template_today.lower() in ("none", "null", ""):
+            self.chat_template_today = None
+        if isinstance(self.callbacks, str):  # `--callbacks samples` from a shell, or a scalar in YAML
+            self.callbacks = [self.callbacks]
+
+    def template_kwargs_for(self, example_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+        """The chat-template kwargs for one example: config defaults, then the example's own (the example wins)."""
+        merged: dict[str, Any] = {}
+        if self.chat_template_today is not None:
+            merged["today"] = self.chat_template_today
+        merged.update(self.chat_template_kwargs or {})
+        merged.update(example_kwargs or {})
+        return merged

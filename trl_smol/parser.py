@@ -1,0 +1,87 @@
+"""`SmolTrlParser`: TRL's `TrlParser`, reading `SmolSFTConfig` and rejecting recipe keys nobody knows.
+
+Stock `trl sft` hands every YAML key its parser does not know to `accelerate launch` as `--key value`, where a typo
+such as `lerning_rate: 1e-4` fails late, with accelerate's usage text, or (`python sft.py`) is silently ignored. This
+parser raises [`UnknownRecipeKeyError`] instead, before any model is loaded, naming the file, the key and the closest
+valid key. Keys that `accelerate launch` understands (`num_processes`, `mixed_precision`, ...) stay allowed: they are
+how a recipe chooses its launcher settings.
+
+```python
+from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments
+from trl_smol import SmolSFTConfig
+from trl_smol.parser import SmolTrlParser
+
+parser = SmolTrlParser((ScriptArguments, SmolSFTConfig, ModelConfig, DatasetMixtureConfig))
+script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(["--config", "recipe.yaml"])
+```
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Iterable
+
+from trl.scripts.utils import TrlParser
+from trl.trainer.sft_config import SFTConfig
+
+from .config import SmolSFTConfig
+
+# Top-level YAML keys TrlParser itself consumes before dataclass parsing.
+_PARSER_KEYS = {"env"}
+
+
+class UnknownRecipeKeyError(ValueError):
+    """A recipe (YAML config) key that neither TRL, trl-smol nor `accelerate launch` knows."""
+
+
+@functools.lru_cache(maxsize=1)
+def accelerate_launch_keys() -> frozenset[str]:
+    """Destinations of `accelerate launch` options; a recipe may set them as top-level keys."""
+    from accelerate.commands.launch import launch_command_parser
+
+    parser = launch_command_parser()
+    keys = {action.dest for action in parser._actions}
+    keys |= {opt.lstrip("-").replace("-", "_") for action in parser._actions for opt in action.option_strings}
+    return frozenset(keys - {"help", "h", "training_script", "training_script_args"})
+
+
+class SmolTrlParser(TrlParser):
+    """[`trl.TrlParser`] that reads [`SmolSFTConfig`] where a script asked for `SFTConfig`, and checks recipe keys."""
+
+    def __init__(self, dataclass_types=None, **kwargs):
+        if dataclass_types is not None and not isinstance(dataclass_types, Iterable):
+            dataclass_types = [dataclass_types]
+        if dataclass_types is not None:
+            # A script may hold TRL's own SFTConfig (imported before the plugin was active): read ours instead.
+            dataclass_types = [SmolSFTConfig if t is SFTConfig else t for t in dataclass_types]
+        self._config_path: str | None = None
+        super().__init__(dataclass_types, **kwargs)
+
+    def parse_args_and_config(self, args=None, *positional, **kwargs):
+        import sys
+
+        argv = list(args) if args is not None else sys.argv[1:]
+        if "--config" in argv and argv.index("--config") + 1 < len(argv):
+            self._config_path = argv[argv.index("--config") + 1]
+        return super().parse_args_and_config(argv, *positional, **kwargs)
+
+    def known_keys(self) -> set[str]:
+        """Every key a recipe may use: dataclass fields, parser keys and `accelerate launch` options."""
+        return {action.dest for action in self._actions} | _PARSER_KEYS | set(accelerate_launch_keys())
+
+    def set_defaults_with_config(self, **kwargs) -> list[str]:
+        remaining = super().set_defaults_with_config(**kwargs)
+        dataclass_keys = {action.dest for action in self._actions}
+        launcher_keys = accelerate_launch_keys()
+        for key in kwargs:
+            if key in dataclass_keys or key in launcher_keys or key in _PARSER_KEYS:
+                continue
+            close = difflib.get_close_matches(key, sorted(self.known_keys()), n=1, cutoff=0.6)
+            where = f"recipe {self._config_path}" if self._config_path else "the recipe"
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise UnknownRecipeKeyError(
+                f"Unknown key `{key}` in {where}: neither TRL's SFT arguments, trl-smol nor `accelerate launch` "
+                f"know it.{hint} Run `trl sft --help` for the valid keys, or remove it."
+            )
+        return remaining

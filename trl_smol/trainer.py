@@ -1,0 +1,178 @@
+"""`SmolSFTTrainer`: TRL's `SFTTrainer` with SmolLM3 templating, sample generation and memory presets.
+
+A drop-in replacement: a script that imports `SmolSFTTrainer` / `SmolSFTConfig` (or `SFTTrainer` / `SFTConfig` from
+`trl_smol`) in place of TRL's runs unchanged, and gains the plugin's features when its config asks for them.
+
+```python
+from datasets import load_dataset
+from trl_smol import SmolSFTConfig, SmolSFTTrainer
+
+trainer = SmolSFTTrainer(
+    model="HuggingFaceTB/SmolLM3-3B-Base",
+    args=SmolSFTConfig(output_dir="smollm3-sft", memory_preset="auto", sample_prompts=["Hi!"]),
+    train_dataset=load_dataset("json", data_files="chats.jsonl", split="train"),
+)
+trainer.train()
+```
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from datasets import DatasetDict, IterableDatasetDict
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, TrainingArguments
+from transformers.utils import logging
+from trl.trainer.sft_trainer import SFTTrainer
+
+from . import __version__
+from .callbacks import load_callback
+from .config import SmolSFTConfig
+from .integration import ACTIVE_ENV
+from .models import resolve_model_name
+
+logger = logging.get_logger(__name__)
+
+
+def _to_smol_config(args: TrainingArguments | None, model: Any) -> SmolSFTConfig:
+    """Accept what `SFTTrainer` accepts for `args` and return a `SmolSFTConfig`."""
+    if isinstance(args, SmolSFTConfig):
+        return args
+    if args is None:
+        name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
+        return SmolSFTConfig(f"{os.path.basename(str(name).rstrip('/'))}-SFT")
+    values = {k: v for k, v in args.to_dict().items() if k in SmolSFTConfig.__dataclass_fields__}
+    values["hub_token"] = args.hub_token  # to_dict hides it
+    # A plain TrainingArguments has no SFT fields: TRL's SFT defaults apply to them, as in SFTTrainer.
+    return SmolSFTConfig(**values)
+
+
+class SmolSFTTrainer(SFTTrainer):
+    """[`trl.SFTTrainer`] for SmolLM3. Takes the same arguments, plus `tokenizer` as an alias of `processing_class`.
+
+    What it adds, each driven by [`SmolSFTConfig`]:
+    - the SmolLM3 chat template, `<|im_end|>` as the stop token and a pad token distinct from it
+      (`smol_chat_template`, `chat_template_kwargs`);
+    - validation of conversations before tokenization (`invalid_rows`);
+    - sample generation during training (`sample_prompts`, ...);
+    - memory presets fitted to the hardware (`memory_preset`);
+    - callbacks by name from the `trl_smol.callbacks` entry-point group (`callbacks`).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        args: TrainingArguments | None = None,
+        data_collator: Any = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        *positional: Any,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        callbacks: list | None = None,
+        peft_config: Any = None,
+        quantization_config: Any = None,
+        **kwargs: Any,
+    ):
+        if tokenizer is not None:
+            if processing_class is not None:
+                raise ValueError("Pass either `processing_class` or its older name `tokenizer`, not both.")
+            warnings.warn(
+                "`tokenizer=` is deprecated in TRL; use `processing_class=`. trl-smol accepts it as an alias.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            processing_class = tokenizer
+        _reject_dataset_dict(train_dataset)
+
+        args = _to_smol_config(args, model)
+        self._smol_features: dict[str, str] = {}
+
+        if isinstance(model, str):
+            model = resolve_model_name(model)
+        model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", None)
+
+        # Memory preset: may change args, and choose LoRA / QLoRA when the run did not say.
+        peft_config, quantization_config = self._apply_memory_preset(args, model_name, peft_config, quantization_config)
+
+        # Chat template: decided before TRL sees the tokenizer, so that its eos/pad handling uses our choices.
+        if processing_class is None and model_name is not None:
+            processing_class = AutoTokenizer.from_pretrained(model_name, trust_remote_code=args.trust_remote_code)
+        if isinstance(processing_class, PreTrainedTokenizerBase):
+            self._setup_chat_template(processing_class, args, model_name)
+
+        callbacks = list(callbacks or []) + self._plugin_callbacks(args)
+        super().__init__(
+            model,
+            args,
+            data_collator,
+            train_dataset,
+            eval_dataset,
+            processing_class,
+            *positional,
+            callbacks=callbacks,
+            peft_config=peft_config,
+            quantization_config=quantization_config,
+            **kwargs,
+        )
+        self._print_banner()
+
+    # --- features ------------------------------------------------------------------------------------------------
+    def _apply_memory_preset(self, args: SmolSFTConfig, model_name: str | None, peft_config, quantization_config):
+        if args.memory_preset == "none":
+            return peft_config, quantization_config
+        from .presets import apply_memory_preset
+
+        result = apply_memory_preset(
+            args, model_name=model_name, peft_config=peft_config, quantization_config=quantization_config
+        )
+        self._smol_features["memory_preset"] = result.tier
+        self.memory_preset_result = result
+        return result.peft_config, result.quantization_config
+
+    def _setup_chat_template(self, tokenizer: PreTrainedTokenizerBase, args: SmolSFTConfig, model_name) -> None:
+        from .chat_template import apply_smollm3_template, smollm3_template_reason
+
+        reason = smollm3_template_reason(tokenizer, model_name, args.smol_chat_template)
+        if reason is None:
+            return
+        apply_smollm3_template(tokenizer)
+        if args.eos_token is None:
+            args.eos_token = "<|im_end|>"  # TRL then updates the model config and generation_config too
+        self._smol_features["chat_template"] = f"smollm3 ({reason})"
+
+    def _plugin_callbacks(self, args: SmolSFTConfig) -> list:
+        names = list(args.callbacks or [])
+        if args.sample_prompts and "samples" not in names:
+            names.insert(0, "samples")
+        if args.memory_preset != "none" and "memory" not in names:
+            names.append("memory")
+        if names:
+            self._smol_features["callbacks"] = ",".join(names)
+        return [load_callback(name, args) for name in names]
+
+    def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
+        from .data import prepare_conversations
+
+        if isinstance(args, SmolSFTConfig):
+            dataset = prepare_conversations(dataset, args=args, dataset_name=dataset_name)
+        return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
+
+    def _print_banner(self) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        features = ", ".join(f"{key}={value}" for key, value in self._smol_features.items()) or "no features enabled"
+        entry = "trl sft" if os.environ.get(ACTIVE_ENV) else "python"
+        print(f"trl-smol {__version__} active ({entry}): {features}", flush=True)
+
+
+def _reject_dataset_dict(train_dataset: Any) -> None:
+    if isinstance(train_dataset, (DatasetDict, IterableDatasetDict, dict)):
+        splits = ", ".join(train_dataset.keys()) or "none"
+        raise TypeError(
+            f"`train_dataset` is a {type(train_dataset).__name__} with splits [{splits}], not one split. Pass one "
+            f"split, e.g. `dataset['{next(iter(train_dataset), 'train')}']`, or for SmolTalk2's SFT config build the "
+            "SmolLM3 mixture with `trl_smol.data.smoltalk2_mixture(...)`."
+        )
