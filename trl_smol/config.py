@@ -18,7 +18,7 @@ args = SmolSFTConfig(
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from trl.trainer.sft_config import SFTConfig
@@ -190,3 +190,14 @@ class SmolSFTConfig(SFTConfig):
         merged.update(self.chat_template_kwargs or {})
         merged.update(example_kwargs or {})
         return merged
+
+
+def explicit_fields(args: SmolSFTConfig) -> frozenset[str]:
+    """Fields the user set: recorded by the recipe parser for `trl sft`, else those differing from the defaults."""
+    recorded = getattr(args, "_explicit_fields", None)
+    if recorded is not None:
+        return frozenset(recorded)
+    defaults = type(args)(output_dir=args.output_dir)
+    return frozenset(
+        f.name for f in fields(args) if f.name != "output_dir" and getattr(args, f.name) != getattr(defaults, f.name)
+    ) | ({"output_dir"} if args.output_dir is not None else frozenset())

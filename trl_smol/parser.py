@@ -18,6 +18,7 @@ script_args, training_args, model_args, dataset_args = parser.parse_args_and_con
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 from collections.abc import Iterable
@@ -64,7 +65,16 @@ class SmolTrlParser(TrlParser):
         argv = list(args) if args is not None else sys.argv[1:]
         if "--config" in argv and argv.index("--config") + 1 < len(argv):
             self._config_path = argv[argv.index("--config") + 1]
-        return super().parse_args_and_config(argv, *positional, **kwargs)
+        self._recipe_keys: set[str] = set()
+        outputs = super().parse_args_and_config(argv, *positional, **kwargs)
+        # Remember what the recipe and the command line set, so presets can leave those settings alone.
+        cli_keys = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
+        explicit = self._recipe_keys | cli_keys
+        for output in outputs:
+            if dataclasses.is_dataclass(output) and not isinstance(output, type):
+                names = {f.name for f in dataclasses.fields(output)}
+                object.__setattr__(output, "_explicit_fields", frozenset(explicit & names))
+        return outputs
 
     def known_keys(self) -> set[str]:
         """Every key a recipe may use: dataclass fields, parser keys and `accelerate launch` options."""
@@ -72,6 +82,7 @@ class SmolTrlParser(TrlParser):
 
     def set_defaults_with_config(self, **kwargs) -> list[str]:
         remaining = super().set_defaults_with_config(**kwargs)
+        self._recipe_keys = set(kwargs)
         dataclass_keys = {action.dest for action in self._actions}
         launcher_keys = accelerate_launch_keys()
         for key in kwargs:
