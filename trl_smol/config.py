@@ -193,11 +193,18 @@ class SmolSFTConfig(SFTConfig):
 
 
 def explicit_fields(args: SmolSFTConfig) -> frozenset[str]:
-    """Fields the user set: recorded by the recipe parser for `trl sft`, else those differing from the defaults."""
+    """Fields the user set: recorded by the recipe parser for `trl sft`, else those differing from the defaults.
+
+    Without a parser record, `bf16`/`fp16` count as set only when they differ from TRL's rule (bf16 unless fp16),
+    since a default config cannot be built on a machine without bf16 support to compare against.
+    """
     recorded = getattr(args, "_explicit_fields", None)
     if recorded is not None:
         return frozenset(recorded)
-    defaults = type(args)(output_dir=args.output_dir)
-    return frozenset(
-        f.name for f in fields(args) if f.name != "output_dir" and getattr(args, f.name) != getattr(defaults, f.name)
-    ) | ({"output_dir"} if args.output_dir is not None else frozenset())
+    defaults = type(args)(output_dir=args.output_dir, bf16=args.bf16, fp16=args.fp16)
+    names = {f.name for f in fields(args) if getattr(args, f.name) != getattr(defaults, f.name)}
+    if args.output_dir is not None:
+        names.add("output_dir")
+    if args.bf16 != (not args.fp16):
+        names.update({"bf16", "fp16"})
+    return frozenset(names)
