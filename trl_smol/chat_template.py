@@ -10,9 +10,8 @@ from trl_smol import SMOLLM3_CHAT_TEMPLATE
 from trl_smol.chat_template import apply_smollm3_template
 
 apply_smollm3_template(tokenizer)  # template + a pad token distinct from the stop token
-text = tokenizer.apply_chat_template(
-    [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True, enable_thinking=False, today="08 July 2025"
-)
+messages = [{"role": "user", "content": "Hi"}]
+text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, today="08 July 2025")
 ```
 """
 
