@@ -31,7 +31,16 @@ _LAZY: dict[str, str] = {
 }
 _ALIASES = {"SFTConfig": "SmolSFTConfig", "SFTTrainer": "SmolSFTTrainer"}
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "MemoryMonitorCallback",
+    "SFTConfig",
+    "SFTTrainer",
+    "SMOLLM3_CHAT_TEMPLATE",
+    "SampleGenerationCallback",
+    "SmolSFTConfig",
+    "SmolSFTTrainer",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from .callbacks.memory import MemoryMonitorCallback

@@ -23,7 +23,10 @@ from . import __version__
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "callbacks": ("trl_smol.callbacks.listing", "List the callbacks registered under `trl_smol.callbacks`."),
-    "render": ("trl_smol.render", "Show examples of a recipe as the trainer will see them, trained tokens highlighted."),
+    "render": (
+        "trl_smol.render",
+        "Show examples of a recipe as the trainer will see them, trained tokens highlighted.",
+    ),
     "doctor": ("trl_smol.doctor", "Detect the hardware, pick a memory preset and check that the recipe fits."),
     "estimate": ("trl_smol.estimate", "Estimate the memory of a hypothetical run, with a breakdown."),
 }

@@ -73,7 +73,8 @@ def install() -> str | None:
         return None
     import wrapt
 
-    wrapt.register_post_import_hook(lambda module: patch_trl(module, role), "trl")
+    # trl/__init__.py replaces itself in sys.modules by a lazy module: patch that one, not the module the hook gets.
+    wrapt.register_post_import_hook(lambda _module: patch_trl(sys.modules["trl"], role), "trl")
     return role
 
 

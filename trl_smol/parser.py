@@ -23,10 +23,13 @@ import difflib
 import functools
 from collections.abc import Iterable
 
-from trl.scripts.utils import TrlParser
+from trl.scripts.utils import DatasetMixtureConfig, TrlParser
 from trl.trainer.sft_config import SFTConfig
 
 from .config import SmolSFTConfig
+from .course import after_parse
+from .integration import detect_role
+from .mixtures import SmolDatasetMixtureConfig
 
 # Top-level YAML keys TrlParser itself consumes before dataclass parsing.
 _PARSER_KEYS = {"env"}
@@ -55,7 +58,9 @@ class SmolTrlParser(TrlParser):
             dataclass_types = [dataclass_types]
         if dataclass_types is not None:
             # A script may hold TRL's own SFTConfig (imported before the plugin was active): read ours instead.
-            dataclass_types = [SmolSFTConfig if t is SFTConfig else t for t in dataclass_types]
+            # The mixture config gains `think_share` (trl_smol.mixtures), the share of reasoning data in a recipe.
+            ours = {SFTConfig: SmolSFTConfig, DatasetMixtureConfig: SmolDatasetMixtureConfig}
+            dataclass_types = [ours.get(t, t) for t in dataclass_types]
         self._config_path: str | None = None
         super().__init__(dataclass_types, **kwargs)
 
@@ -74,6 +79,8 @@ class SmolTrlParser(TrlParser):
             if dataclasses.is_dataclass(output) and not isinstance(output, type):
                 names = {f.name for f in dataclasses.fields(output)}
                 object.__setattr__(output, "_explicit_fields", frozenset(explicit & names))
+        if detect_role(sys.argv, getattr(sys, "orig_argv", ())) != "cli":  # the launcher process only forwards args
+            after_parse(outputs)  # SmolTalk2 without a `train` split, missing splits, course defaults
         return outputs
 
     def known_keys(self) -> set[str]:

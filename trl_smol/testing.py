@@ -32,7 +32,7 @@ _CORPUS = [
     "You are a helpful AI assistant named SmolLM, trained by Hugging Face.",
     "## Metadata Knowledge Cutoff Date: June 2025 Today Date: Reasoning Mode: /think /no_think",
     "## Custom Instructions ### Tools function name arguments json object user assistant system tool",
-    "def add(a, b): return a + b  print(add(1, 2))  {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}",
+    'def add(a, b): return a + b  print(add(1, 2))  {"name": "get_weather", "arguments": {"city": "Paris"}}',
     "0123456789 + - * / = ( ) [ ] { } < > , . ; : ! ? ' \" \n\n",
 ]
 

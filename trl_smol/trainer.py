@@ -95,12 +95,15 @@ class SmolSFTTrainer(SFTTrainer):
         model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", None)
 
         # Memory preset: may change args, and choose LoRA / QLoRA when the run did not say.
-        peft_config, quantization_config = self._apply_memory_preset(args, model_name, peft_config, quantization_config)
+        peft_config, quantization_config = self._apply_memory_preset(
+            args, model_name, peft_config, quantization_config
+        )
 
         # Chat template: decided before TRL sees the tokenizer, so that its eos/pad handling uses our choices.
         if processing_class is None and model_name is not None:
             processing_class = AutoTokenizer.from_pretrained(model_name, trust_remote_code=args.trust_remote_code)
-        if isinstance(processing_class, PreTrainedTokenizerBase):
+        # Only chat data is templated: plain-text training keeps the tokenizer (and its eos) exactly as in TRL.
+        if isinstance(processing_class, PreTrainedTokenizerBase) and _is_conversational(train_dataset):
             self._setup_chat_template(processing_class, args, model_name)
 
         callbacks = list(callbacks or []) + self._plugin_callbacks(args)
@@ -154,10 +157,17 @@ class SmolSFTTrainer(SFTTrainer):
         return [load_callback(name, args) for name in names]
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
-        from .data import prepare_conversations
+        from .data import can_tokenize_fast, prepare_conversations, tokenize_conversations
 
-        if isinstance(args, SmolSFTConfig):
-            dataset = prepare_conversations(dataset, args=args, dataset_name=dataset_name)
+        if isinstance(args, SmolSFTConfig) and formatting_func is None:
+            dataset = prepare_conversations(
+                dataset, args=args, dataset_name=dataset_name, processing_class=processing_class
+            )
+            # Batched rendering + tokenization with TRL's ids and masks; TRL then truncates and packs as usual.
+            if not getattr(self, "_is_vision_dataset", False) and can_tokenize_fast(dataset, processing_class):
+                dataset = tokenize_conversations(
+                    dataset, processing_class, args=args, chat_template=self.chat_template, dataset_name=dataset_name
+                )
         return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
 
     def _print_banner(self) -> None:
@@ -166,6 +176,17 @@ class SmolSFTTrainer(SFTTrainer):
         features = ", ".join(f"{key}={value}" for key, value in self._smol_features.items()) or "no features enabled"
         entry = "trl sft" if os.environ.get(ACTIVE_ENV) else "python"
         print(f"trl-smol {__version__} active ({entry}): {features}", flush=True)
+
+
+def _is_conversational(dataset: Any) -> bool:
+    from trl.data_utils import is_conversational
+
+    if dataset is None:
+        return False
+    try:
+        return is_conversational(next(iter(dataset)))
+    except StopIteration:
+        return False
 
 
 def _reject_dataset_dict(train_dataset: Any) -> None:
