@@ -106,8 +106,8 @@ class SmolSFTConfig(SFTConfig):
     chat_template_kwargs: dict[str, Any] | str | None = field(
         default=None,
         metadata={
-            "help": "Default keyword arguments for the chat template (enable_thinking, xml_tools, python_tools, today, "
-            "close_system_turn, ...), merged under each example's own chat_template_kwargs (the example wins)."
+            "help": "Default keyword arguments for the chat template (enable_thinking, xml_tools, python_tools, "
+            "today, close_system_turn, ...), merged under each example's own chat_template_kwargs (the example wins)."
         },
     )
     chat_template_today: str | None = field(
@@ -171,7 +171,8 @@ class SmolSFTConfig(SFTConfig):
         super().__post_init__()
         if self.smol_chat_template not in CHAT_TEMPLATE_MODES:
             raise ValueError(
-                f"smol_chat_template={self.smol_chat_template!r} is not valid; use one of {', '.join(CHAT_TEMPLATE_MODES)}."
+                f"smol_chat_template={self.smol_chat_template!r} is not valid; "
+                f"use one of {', '.join(CHAT_TEMPLATE_MODES)}."
             )
         if self.invalid_rows not in INVALID_ROW_POLICIES:
             raise ValueError(
@@ -179,6 +180,9 @@ class SmolSFTConfig(SFTConfig):
             )
         if isinstance(self.chat_template_today, str) and self.chat_template_today.lower() in ("none", "null", ""):
             self.chat_template_today = None
+        if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.lower() in ("true", "last"):
+            # `--resume_from_checkpoint true` on a command line: the last checkpoint, as `true` in a YAML recipe.
+            self.resume_from_checkpoint = True
         if isinstance(self.callbacks, str):  # `--callbacks samples` from a shell, or a scalar in YAML
             self.callbacks = [self.callbacks]
 

@@ -50,6 +50,44 @@ def accelerate_launch_keys() -> frozenset[str]:
     return frozenset(keys - {"help", "h", "training_script", "training_script_args"})
 
 
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def _cpu_multiprocess_launcher(launch_args: list[str]) -> list[str]:
+    """Extra `accelerate launch` arguments so that `--num_processes N` starts N processes on a CPU-only machine.
+
+    Without an accelerator, `accelerate launch` runs its single-process launcher whatever `num_processes` says; its
+    torchrun-based launcher (selected by `--multi_gpu`) starts the N processes, and the script side then picks gloo.
+    """
+    if "--num_processes" not in launch_args or _has_accelerator():
+        return []
+    index = launch_args.index("--num_processes")
+    if index + 1 >= len(launch_args) or int(launch_args[index + 1]) <= 1:
+        return []
+    chosen = {"--multi_gpu", "--use_fsdp", "--use_deepspeed", "--use_megatron_lm", "--tpu", "--cpu"}
+    if chosen & set(launch_args) or "--mpirun_hostfile" in launch_args:
+        return []
+    return ["--multi_gpu"]
+
+
+def _use_cpu_for_cpu_world(argv: list[str], config_path: str | None) -> list[str]:
+    """In a multi-process run without an accelerator, default `use_cpu` to true so that ranks join with gloo."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or _has_accelerator() or "--use_cpu" in argv:
+        return argv
+    if config_path:
+        import yaml
+
+        with open(config_path) as recipe:
+            if "use_cpu" in (yaml.safe_load(recipe) or {}):
+                return argv
+    return [*argv, "--use_cpu", "true"]
+
+
 class SmolTrlParser(TrlParser):
     """[`trl.TrlParser`] that reads [`SmolSFTConfig`] where a script asked for `SFTConfig`, and checks recipe keys."""
 
@@ -71,7 +109,14 @@ class SmolTrlParser(TrlParser):
         if "--config" in argv and argv.index("--config") + 1 < len(argv):
             self._config_path = argv[argv.index("--config") + 1]
         self._recipe_keys: set[str] = set()
+        role = detect_role(sys.argv, getattr(sys, "orig_argv", ()))
+        if role != "cli":
+            argv = _use_cpu_for_cpu_world(argv, self._config_path)
         outputs = super().parse_args_and_config(argv, *positional, **kwargs)
+        if role == "cli" and kwargs.get("return_remaining_strings"):
+            outputs[-2 if kwargs.get("separate_remaining_strings") else -1].extend(
+                _cpu_multiprocess_launcher(list(outputs[-2]) + list(outputs[-1]))
+            )
         # Remember what the recipe and the command line set, so presets can leave those settings alone.
         cli_keys = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
         explicit = self._recipe_keys | cli_keys
