@@ -448,7 +448,7 @@ class SampleGenerationCallback(TrainerCallback):
             chat_template=_template_for(tokenizer),
             **kwargs,
         )
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]  # we warn about length below
         if max_prompt is not None and len(ids) > max_prompt:
             if index not in self._truncation_warned:
                 self._truncation_warned.add(index)
@@ -599,9 +599,14 @@ def _left_pad(sequences: list[list[int]], pad_id: int, device: torch.device) -> 
 
 
 def _read_samples(path: Path) -> list[Any]:
-    """`[steps, rows]` from an existing samples file; a line cut short by a crash is skipped."""
+    """`[steps, rows]` from an existing samples file; a line cut short by a crash is skipped (and ended, so that the
+    next row starts on its own line)."""
     steps, rows = set(), []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        with path.open("a", encoding="utf-8") as file:
+            file.write("\n")
+    for number, line in enumerate(text.splitlines(), start=1):
         try:
             row = json.loads(line)
             steps.add(int(row["step"]))
