@@ -27,11 +27,12 @@ from .mixtures import SMOLTALK2_ID, SMOLTALK2_SFT_CONFIG, SMOLTALK2_SFT_SPLITS, 
 _TOPICS = ["the sea", "prime numbers", "a red kite", "tea", "Paris", "bicycles", "the moon", "sorting lists"]
 
 
-def smoltalk2_rows(split: str, n: int) -> list[dict[str, Any]]:
+def smoltalk2_rows(split: str, n: int, custom_instructions: bool = True) -> list[dict[str, Any]]:
     """`n` conversations shaped like SmolTalk2's `SFT` rows: `messages`, `chat_template_kwargs`, `source`.
 
     Reasoning splits (`*_think`) carry a `<think>` block in the assistant turn and `enable_thinking=True`, as in the
-    real data; every third row has custom instructions (the real data moved system prompts there).
+    real data; with `custom_instructions`, every third row has custom instructions (the real data moved system prompts
+    there).
     """
     think = is_think_split(split)
     rows = []
@@ -47,7 +48,7 @@ def smoltalk2_rows(split: str, n: int) -> list[dict[str, Any]]:
                     {"role": "assistant", "content": answer},
                 ],
                 "chat_template_kwargs": {
-                    "custom_instructions": "Answer in one sentence." if i % 3 == 0 else None,
+                    "custom_instructions": "Answer in one sentence." if custom_instructions and i % 3 == 0 else None,
                     "enable_thinking": think,
                     "python_tools": None,
                     "xml_tools": None,
@@ -59,7 +60,10 @@ def smoltalk2_rows(split: str, n: int) -> list[dict[str, Any]]:
 
 
 def write_smoltalk2_repo(
-    root: str | os.PathLike, rows_per_split: int = 4, splits: Iterable[str] | None = None
+    root: str | os.PathLike,
+    rows_per_split: int = 4,
+    splits: Iterable[str] | None = None,
+    custom_instructions: bool = True,
 ) -> Path:
     """Write a local copy laid out like the hub repository: `README.md` with the `SFT` config, a parquet per split.
 
@@ -72,7 +76,8 @@ def write_smoltalk2_repo(
     (root / SMOLTALK2_SFT_CONFIG).mkdir(parents=True, exist_ok=True)
     for split in splits:
         target = root / SMOLTALK2_SFT_CONFIG / f"{split}-00000-of-00001.parquet"
-        Dataset.from_list(smoltalk2_rows(split, rows_per_split)).to_parquet(str(target))
+        rows = smoltalk2_rows(split, rows_per_split, custom_instructions)
+        Dataset.from_list(rows).to_parquet(str(target))
     entries = "".join(f"  - split: {split}\n    path: {SMOLTALK2_SFT_CONFIG}/{split}-*\n" for split in splits)
     card = f"---\nconfigs:\n- config_name: {SMOLTALK2_SFT_CONFIG}\n  data_files:\n{entries}---\n"
     card += "# SmolTalk2-shaped offline fixture (trl-smol)\n"
@@ -85,6 +90,7 @@ def install_smoltalk2_in_cache(
     rows_per_split: int = 4,
     splits: Iterable[str] | None = None,
     repo_id: str = SMOLTALK2_ID,
+    custom_instructions: bool = True,
 ) -> Path:
     """Prepare a SmolTalk2-shaped `SFT` config in a `datasets` cache, where `load_dataset(repo_id, "SFT")` left it.
 
@@ -97,7 +103,7 @@ def install_smoltalk2_in_cache(
     namespace, name = repo_id.split("/")
     datasets_cache = Path(datasets_cache)
     with tempfile.TemporaryDirectory() as tmp:
-        repo = write_smoltalk2_repo(Path(tmp) / name, rows_per_split, splits)
+        repo = write_smoltalk2_repo(Path(tmp) / name, rows_per_split, splits, custom_instructions)
         module = dataset_module_factory(str(repo))
         builder_kwargs = {**module.builder_kwargs, "dataset_name": name}
         builder_cls = get_dataset_builder_class(module)
