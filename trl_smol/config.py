@@ -196,6 +196,23 @@ class SmolSFTConfig(SFTConfig):
         return merged
 
 
+def default_config(config_class: type[SmolSFTConfig], **values: Any) -> SmolSFTConfig:
+    """Build a config without disturbing a run in progress.
+
+    Building `TrainingArguments` resets accelerate's process-wide state (`AcceleratorState._reset_state`), which
+    breaks a distributed run that is already training; the state is saved and restored around the construction.
+    """
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    saved = [(state, dict(state._shared_state)) for state in (PartialState, AcceleratorState, GradientState)]
+    try:
+        return config_class(**values)
+    finally:
+        for state, shared in saved:
+            state._shared_state.clear()
+            state._shared_state.update(shared)
+
+
 def explicit_fields(args: SmolSFTConfig) -> frozenset[str]:
     """Fields the user set: recorded by the recipe parser for `trl sft`, else those differing from the defaults.
 
@@ -205,7 +222,7 @@ def explicit_fields(args: SmolSFTConfig) -> frozenset[str]:
     recorded = getattr(args, "_explicit_fields", None)
     if recorded is not None:
         return frozenset(recorded)
-    defaults = type(args)(output_dir=args.output_dir, bf16=args.bf16, fp16=args.fp16)
+    defaults = default_config(type(args), output_dir=args.output_dir, bf16=args.bf16, fp16=args.fp16)
     names = {f.name for f in fields(args) if getattr(args, f.name) != getattr(defaults, f.name)}
     if args.output_dir is not None:
         names.add("output_dir")
