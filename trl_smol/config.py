@@ -127,7 +127,8 @@ class SmolSFTConfig(SFTConfig):
     )
 
     # --- sample generation ---------------------------------------------------------------------------------------
-    sample_prompts: list[Any] | None = field(
+    # Typed list[str] so the command line accepts `--sample_prompts a b` or a file; YAML and Python may give dicts.
+    sample_prompts: list[str] | None = field(
         default=None,
         metadata={
             "help": "Prompts to generate from during training (strings, message lists, dicts with messages and "

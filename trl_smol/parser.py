@@ -31,8 +31,9 @@ from .course import after_parse
 from .integration import detect_role
 from .mixtures import SmolDatasetMixtureConfig
 
-# Top-level YAML keys TrlParser itself consumes before dataclass parsing.
-_PARSER_KEYS = {"env"}
+# Top-level YAML keys consumed outside the dataclasses: `env` by TrlParser, `accelerate_config` by the trl CLI (it
+# becomes `accelerate launch --config_file`, accepting a path or a config name shipped with TRL).
+_PARSER_KEYS = {"env", "accelerate_config"}
 
 
 class UnknownRecipeKeyError(ValueError):
