@@ -1,0 +1,432 @@
+r"""Peak training memory of a causal LM under TRL's SFT, from the model's shape alone (no weights are read).
+
+```python
+from trl_smol.memory_estimate import estimate_memory
+
+estimate = estimate_memory("HuggingFaceTB/SmolLM3-3B-Base", method="qlora", max_length=2048)
+print(estimate.total_bytes / 2**30, estimate.breakdown)
+```
+
+`model` is a [`ModelShape`], a `PretrainedConfig`, a model object, a local checkpoint directory, or a hub id whose
+`config.json` is read (from the local hub cache when offline). SmolLM3-3B, SmolLM3-3B-Base and the plugin's demo model
+are known without any file.
+
+## The formula
+
+Notation: `P` parameters, `P_lin` the parameters of the seven projections (q, k, v, o, gate, up, down) in every
+layer, `h` hidden size, `i` intermediate size, `kv` = key/value heads x head_dim, `L` layers, `V` vocabulary, `N`
+tokens in a micro-batch (`per_device_train_batch_size * max_length`), `b_w` bytes per weight element (the load dtype:
+TRL loads a model given by name in float32 unless `model_init_kwargs["dtype"]` says otherwise), `b_c` bytes per
+element of the compute dtype (bf16/fp16 autocast, else `b_w`).
+
+- **Weights**: `P * b_w`. With mixed precision over float32 weights, autocast keeps a `b_c` copy of each projection
+  alive for the backward pass when gradient checkpointing is off (`P_lin * b_c`).
+- **Quantisation** (QLoRA, bitsandbytes NF4): projections cost 0.5 B/param; the block absmax adds 4/64 B/param, or
+  1/64 + 4/(64*256) B/param with double quantisation (QLoRA paper, sec. 2); embeddings and norms stay at `b_w`; one
+  dequantised projection in `b_c` lives during each matmul.
+- **Adapters** (LoRA on the chosen projections, rank `r`): `r * (in + out)` params per module. PEFT upcasts adapters
+  to float32 over a bf16/fp32 base; TRL casts QLoRA adapters to bf16.
+- **Gradients**: one per trainable parameter, in its dtype.
+- **Optimizer**: AdamW keeps two states per trainable parameter in its dtype; bitsandbytes 8-bit AdamW (paged or not)
+  2 B/param (tensors under 4096 elements stay 32-bit); the `foreach` (non-fused) torch AdamW adds one transient copy.
+- **Activations** per token and layer, saved for backward without checkpointing:
+  `b_c * (5h + 3kv + 4i)` for projection inputs/outputs and the SwiGLU MLP, plus the two RMSNorms that upcast to
+  float32 (`2 * (4h + b_w h)`, or `2 * 4h` in float32). Attention is SDPA/FlashAttention, so there is no `s^2` term
+  (Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models", adapted to SwiGLU and
+  GQA). With gradient checkpointing: one `b_w h` checkpoint per layer plus one layer's recomputation and its
+  gradient buffers, `b_c (2h + 2i)`. LoRA dropout above 0 adds `(b_c + 1)(6h + i)` per layer.
+- **Logits and loss**: TRL's fused LM head never materialises the `N x V` logits. It scores tiles of up to 4096
+  tokens x 32768 vocabulary entries: one tile buffer on CUDA (Triton), several float32 temporaries of that size on
+  CPU/MPS (the torch fallback). The backward keeps a float32 gradient of the hidden states (`4 N h`) and, when the LM
+  head (tied embedding) is trained, a float32 weight gradient (`4 V h`).
+- **Framework overhead**: the CUDA context (about 0.6 GiB) plus 8% allocator fragmentation of everything else on
+  CUDA; on CPU, the trainer's own objects and the tokenized data (measured, see `tests/benchmarks`).
+
+Sources: SmolLM3-3B config (36 layers, hidden 2048, intermediate 11008, 16 heads, 4 KV heads, vocab 128256, tied
+embeddings, 3,075,098,624 parameters); the QLoRA paper (Dettmers et al. 2023); TRL `trl/trainer/utils.py`
+(`add_fused_lm_head`) and `trl/kernels/chunked_logprob.py`; PEFT's adapter dtype handling; bitsandbytes 8-bit
+optimizers. The CPU constants are fitted to the demo model (`tests/benchmarks/bench_memory_cpu.py`); the CUDA ones are
+checked by `tests/benchmarks/gpu_memory.py`. Expect about +-20%.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+GIB = 1024**3
+
+METHODS = ("full", "lora", "qlora")
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "auto": 2}
+EIGHT_BIT_OPTIMIZERS = ("8bit", "adamw_bnb", "paged_adamw_8bit")
+
+# TRL's fused LM head (`trl.kernels.chunked_logprob`): tokens and vocabulary entries per projection tile.
+LOGPROB_TOKEN_TILE = 4096
+LOGPROB_VOCAB_TILE = 32768
+
+CUDA_CONTEXT_BYTES = int(0.6 * GIB)
+CUDA_FRAGMENTATION = 0.08
+# Fitted on the demo model (tests/benchmarks/bench_memory_cpu.py): the trainer, accelerate, dataloader and tokenized
+# data, and the float32 temporaries of the torch fallback of the fused LM head (per tile element).
+CPU_FIXED_BYTES = int(0.25 * GIB)
+CPU_LOGPROB_TEMPORARIES = 6
+
+
+class ModelShapeError(ValueError):
+    """A model whose shape cannot be read: not a known id, not a local directory, config.json not readable."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes of a decoder-only transformer that memory depends on."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int
+    tie_word_embeddings: bool = True
+    head_dim: int | None = None
+    name: str = "model"
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_key_value_heads * self._head_dim
+
+    @property
+    def _head_dim(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    def projection_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in_features, out_features) of each projection in one layer."""
+        h, i, q = self.hidden_size, self.intermediate_size, self.num_attention_heads * self._head_dim
+        return {
+            "q_proj": (h, q),
+            "k_proj": (h, self.kv_dim),
+            "v_proj": (h, self.kv_dim),
+            "o_proj": (q, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
+
+    @property
+    def projection_params(self) -> int:
+        return self.num_hidden_layers * sum(a * b for a, b in self.projection_shapes().values())
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
+
+    @property
+    def norm_params(self) -> int:
+        return (2 * self.num_hidden_layers + 1) * self.hidden_size
+
+    @property
+    def num_parameters(self) -> int:
+        return self.projection_params + self.embedding_params + self.norm_params
+
+    def lora_params(self, r: int, target_modules: Any = "all-linear") -> int:
+        shapes = self.projection_shapes()
+        targets = _lora_targets(target_modules)
+        return self.num_hidden_layers * sum(r * (shapes[name][0] + shapes[name][1]) for name in targets)
+
+    @classmethod
+    def from_config(cls, config: Any, name: str | None = None) -> ModelShape:
+        get = config.get if isinstance(config, dict) else (lambda key, default=None: getattr(config, key, default))
+        if isinstance(config, dict) and "text_config" in config:
+            return cls.from_config(config["text_config"], name)
+        if not isinstance(config, dict) and hasattr(config, "get_text_config"):
+            config = config.get_text_config()
+            get = lambda key, default=None: getattr(config, key, default)  # noqa: E731
+        try:
+            return cls(
+                hidden_size=int(get("hidden_size")),
+                intermediate_size=int(get("intermediate_size")),
+                num_hidden_layers=int(get("num_hidden_layers")),
+                num_attention_heads=int(get("num_attention_heads")),
+                num_key_value_heads=int(get("num_key_value_heads") or get("num_attention_heads")),
+                vocab_size=int(get("vocab_size")),
+                tie_word_embeddings=bool(get("tie_word_embeddings", False)),
+                head_dim=get("head_dim"),
+                name=name or get("_name_or_path") or get("model_type") or "model",
+            )
+        except (TypeError, ValueError) as error:
+            raise ModelShapeError(
+                f"The config of `{name or 'the model'}` lacks a decoder size field ({error}); the estimator needs "
+                "hidden_size, intermediate_size, num_hidden_layers, num_attention_heads and vocab_size."
+            ) from error
+
+
+SMOLLM3_3B = ModelShape(2048, 11008, 36, 16, 4, 128256, True, 128, "HuggingFaceTB/SmolLM3-3B")
+SMOLLM3_DEMO = ModelShape(576, 1536, 30, 9, 3, 49152, True, 64, "trl-smol/SmolLM3-demo-135M")
+KNOWN_MODELS: dict[str, ModelShape] = {
+    "HuggingFaceTB/SmolLM3-3B": SMOLLM3_3B,
+    "HuggingFaceTB/SmolLM3-3B-Base": SMOLLM3_3B,
+    "trl-smol/SmolLM3-demo-135M": SMOLLM3_DEMO,
+}
+
+
+def _lora_targets(target_modules: Any) -> tuple[str, ...]:
+    if target_modules is None or target_modules == "all-linear":
+        return PROJECTIONS
+    if isinstance(target_modules, str):
+        target_modules = [target_modules]
+    targets = tuple(name for name in PROJECTIONS if any(str(t).endswith(name) for t in target_modules))
+    return targets or PROJECTIONS[:3:2]  # PEFT's default for Llama-like models: q_proj, v_proj
+
+
+def model_shape(model: Any) -> ModelShape:
+    """Read the shape of `model`: a ModelShape, config, model object, local directory, known id or cached hub id."""
+    if isinstance(model, ModelShape):
+        return model
+    if hasattr(model, "config") and not isinstance(model, (str, dict)):
+        config = model.config
+        return ModelShape.from_config(config, getattr(config, "_name_or_path", None))
+    if not isinstance(model, (str, os.PathLike)):
+        return ModelShape.from_config(model)
+    name = os.fspath(model)
+    if os.path.isdir(name):
+        path = os.path.join(name, "config.json")
+        if not os.path.isfile(path):
+            raise ModelShapeError(f"`{name}` is a directory without config.json; point to a model checkpoint.")
+        with open(path) as file:
+            return ModelShape.from_config(json.load(file), name)
+    if name in KNOWN_MODELS:
+        return KNOWN_MODELS[name]
+    return ModelShape.from_config(_read_hub_config(name), name)
+
+
+def _read_hub_config(name: str) -> dict[str, Any]:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        with open(hf_hub_download(name, "config.json")) as file:
+            return json.load(file)
+    except Exception as error:  # offline, private, missing or not a repo id: one answer for all
+        known = ", ".join(KNOWN_MODELS)
+        raise ModelShapeError(
+            f"Cannot read the config.json of `{name}` ({type(error).__name__}): it is not a local directory, not a "
+            f"model the estimator knows ({known}), and the hub copy is not reachable or not cached. Pass a local "
+            f"checkpoint directory (with config.json) instead."
+        ) from error
+
+
+@dataclass
+class MemoryEstimate:
+    """Estimated peak memory of one training process, with where it goes (bytes)."""
+
+    total_bytes: int
+    breakdown: dict[str, int]
+    device: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_gib(self) -> float:
+        return self.total_bytes / GIB
+
+    def fraction_of(self, budget_bytes: int) -> float:
+        return self.total_bytes / budget_bytes if budget_bytes else float("inf")
+
+
+def _dtype_bytes(dtype: Any) -> int:
+    name = str(dtype).replace("torch.", "").lower()
+    if name not in DTYPE_BYTES:
+        raise ValueError(f"Unknown dtype `{dtype}` for the memory estimate; use float32, bfloat16 or float16.")
+    return DTYPE_BYTES[name]
+
+
+def _optimizer_bytes(optim: str, trainable: int, param_bytes: int) -> tuple[int, int]:
+    """(states, transient) bytes of the optimizer for `trainable` parameters of `param_bytes` each."""
+    optim = str(getattr(optim, "value", optim)).lower()
+    if any(tag in optim for tag in EIGHT_BIT_OPTIMIZERS):
+        return 2 * trainable, 0
+    if optim.startswith("adafactor"):
+        return trainable // 64, 0  # factored second moment: rows + columns
+    if optim.startswith("sgd"):
+        return 0, 0
+    if "lion" in optim:
+        return trainable * param_bytes, 0
+    transient = 0 if "fused" in optim else trainable * param_bytes  # foreach AdamW materialises one update copy
+    return 2 * trainable * param_bytes, transient
+
+
+def estimate_memory(
+    model: Any,
+    *,
+    method: str = "lora",
+    max_length: int | None = 1024,
+    per_device_train_batch_size: int = 1,
+    gradient_checkpointing: bool = True,
+    optim: str = "adamw_torch_fused",
+    lora_r: int = 16,
+    lora_target_modules: Any = "all-linear",
+    lora_dropout: float = 0.0,
+    dtype: str = "bfloat16",
+    weights_dtype: str | None = None,
+    double_quant: bool = True,
+    packing: bool = False,
+    use_liger_kernel: bool = False,
+    device: str = "cuda",
+    weights_resident: bool = True,
+) -> MemoryEstimate:
+    """Estimate the peak memory of SFT on one device (the formula is in the module docstring).
+
+    Args:
+        model: what [`model_shape`] accepts.
+        method: `"full"`, `"lora"` or `"qlora"`.
+        max_length: tokens per sequence; the estimate assumes full-length sequences (packed or padded).
+        dtype: compute dtype: `"bfloat16"`/`"float16"` (mixed precision) or `"float32"`.
+        weights_dtype: dtype the weights are loaded in; defaults to `dtype`.
+        device: `"cuda"`, `"mps"` or `"cpu"` (on CPU: process memory, without the CUDA context).
+        weights_resident: count the weights; False when they were loaded before the measurement started.
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown method `{method}`; use one of {', '.join(METHODS)}.")
+    shape = model_shape(model)
+    b_c, b_w = _dtype_bytes(dtype), _dtype_bytes(weights_dtype or dtype)
+    b_c = min(b_c, b_w)  # autocast never computes in a wider type than the weights
+    h, i, kv, layers, vocab = (
+        shape.hidden_size,
+        shape.intermediate_size,
+        shape.kv_dim,
+        shape.num_hidden_layers,
+        shape.vocab_size,
+    )
+    tokens = max(1, per_device_train_batch_size) * (max_length or 1024)
+    P, P_lin = shape.num_parameters, shape.projection_params
+    notes: list[str] = []
+
+    # Weights and quantisation.
+    quantization = 0
+    if method == "qlora":
+        weights = P_lin // 2 + (P - P_lin) * b_w
+        absmax = P_lin * (1 / 64 + 4 / (64 * 256)) if double_quant else P_lin * 4 / 64
+        largest = max(a * b for a, b in shape.projection_shapes().values())
+        quantization = int(absmax) + largest * b_c
+    else:
+        weights = P * b_w
+    if b_w == 4 and b_c == 2 and method != "qlora" and not gradient_checkpointing:
+        weights += P_lin * b_c
+        notes.append("mixed precision over float32 weights: autocast copies of the projections are kept for backward")
+    if not weights_resident:
+        weights = 0
+
+    # Trainable parameters: adapters or the whole model.
+    adapters = gradients = 0
+    if method == "full":
+        trainable, param_bytes = P, b_w
+        gradients = P * b_w
+    else:
+        trainable = shape.lora_params(lora_r, lora_target_modules)
+        param_bytes = 2 if method == "qlora" and b_c == 2 else 4  # TRL casts QLoRA adapters to bf16
+        adapters = trainable * param_bytes
+        gradients = trainable * param_bytes
+    states, transient = _optimizer_bytes(optim, trainable, param_bytes)
+    optimizer = states + transient
+
+    # Activations.
+    norms = 2 * (4 * h + b_w * h) if b_w < 4 else 2 * 4 * h
+    per_layer = b_c * (5 * h + 3 * kv + 4 * i) + norms
+    if method != "full" and lora_dropout > 0:
+        per_layer += (b_c + 1) * (6 * h + i)
+    if gradient_checkpointing:
+        per_token = layers * b_w * h + per_layer + b_c * (2 * h + 2 * i)
+    else:
+        per_token = layers * per_layer
+    if use_liger_kernel:
+        per_token = int(per_token * 0.9)  # fused RMSNorm/SwiGLU keep fewer intermediates
+    activations = tokens * (per_token + 2 * b_w * h)  # + embedding output and final norm
+
+    # Logits and loss: TRL's fused LM head.
+    tile = min(tokens, LOGPROB_TOKEN_TILE) * min(vocab, LOGPROB_VOCAB_TILE)
+    if device == "cuda":
+        logits = tile * b_c
+    else:
+        logits = tile * 4 * (1 + CPU_LOGPROB_TEMPORARIES)
+    logits += tokens * h * (4 + b_c)  # float32 hidden-state gradient, and the selected hidden states
+    if method == "full":
+        logits += vocab * h * 4  # float32 gradient of the (tied) LM head weight
+    if use_liger_kernel:
+        notes.append("Liger: TRL turns off its fused linear cross-entropy; the fused LM head is counted instead")
+
+    subtotal = weights + quantization + adapters + gradients + optimizer + activations + logits
+    if device == "cuda":
+        overhead = CUDA_CONTEXT_BYTES + int(CUDA_FRAGMENTATION * (subtotal - weights))
+    elif device == "mps":
+        overhead = int(CUDA_FRAGMENTATION * subtotal)
+    else:
+        overhead = CPU_FIXED_BYTES
+    breakdown = {
+        "weights": int(weights),
+        "quantization": int(quantization),
+        "adapters": int(adapters),
+        "gradients": int(gradients),
+        "optimizer": int(optimizer),
+        "activations": int(activations),
+        "logits_and_loss": int(logits),
+        "overhead": int(overhead),
+    }
+    settings = {
+        "model": shape.name,
+        "parameters": P,
+        "trainable_parameters": trainable,
+        "method": method,
+        "max_length": max_length,
+        "per_device_train_batch_size": per_device_train_batch_size,
+        "gradient_checkpointing": gradient_checkpointing,
+        "optim": str(getattr(optim, "value", optim)),
+        "lora_r": lora_r if method != "full" else None,
+        "dtype": dtype,
+        "weights_dtype": weights_dtype or dtype,
+        "packing": packing,
+        "use_liger_kernel": use_liger_kernel,
+    }
+    return MemoryEstimate(sum(breakdown.values()), breakdown, device, settings, notes)
+
+
+BREAKDOWN_LABELS = {
+    "weights": "weights",
+    "quantization": "quantisation overhead",
+    "adapters": "adapters (LoRA)",
+    "gradients": "gradients",
+    "optimizer": "optimizer states",
+    "activations": "activations",
+    "logits_and_loss": "logits and loss",
+    "overhead": "framework overhead",
+}
+
+
+def breakdown_table(estimate: MemoryEstimate, title: str = "Memory estimate", budget: int | None = None):
+    """A rich table of the breakdown, with the share of each line and, given a budget, the headroom."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("component")
+    table.add_column("GiB", justify="right")
+    table.add_column("share", justify="right")
+    for key, value in estimate.breakdown.items():
+        share = value / estimate.total_bytes if estimate.total_bytes else 0
+        table.add_row(BREAKDOWN_LABELS.get(key, key), f"{value / GIB:.2f}", f"{share:.0%}")
+    table.add_section()
+    table.add_row("[bold]total[/bold]", f"[bold]{estimate.total_gib:.2f}[/bold]", "")
+    if budget:
+        table.add_row("budget", f"{budget / GIB:.2f}", f"{estimate.fraction_of(budget):.0%} used")
+    return table
+
+
+__all__ = [
+    "KNOWN_MODELS",
+    "METHODS",
+    "MemoryEstimate",
+    "ModelShape",
+    "ModelShapeError",
+    "breakdown_table",
+    "estimate_memory",
+    "model_shape",
+]
