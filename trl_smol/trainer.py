@@ -135,6 +135,23 @@ class SmolSFTTrainer(SFTTrainer):
         self.memory_preset_result = result
         return result.peft_config, result.quantization_config
 
+    def training_step(self, *args, **kwargs):
+        # Out of memory: explain it (peak, estimate, smaller preset), or under `memory_preset: auto` with
+        # `auto_find_batch_size` prepare a retry at half the batch and twice the accumulation (trl_smol.presets).
+        try:
+            return super().training_step(*args, **kwargs)
+        except Exception as error:
+            from .presets import handle_out_of_memory
+
+            handle_out_of_memory(self, error)
+            raise
+
+    def _update_auto_batch_size(self, batch_size):
+        # transformers' batch-size finder retries at 90%; after an OOM under `memory_preset: auto` we retry at half.
+        from .presets import retry_batch_size
+
+        super()._update_auto_batch_size(retry_batch_size(self, batch_size))
+
     def _setup_chat_template(self, tokenizer: PreTrainedTokenizerBase, args: SmolSFTConfig, model_name) -> None:
         from .chat_template import apply_smollm3_template, smollm3_template_reason
 
