@@ -17,17 +17,13 @@ __all__ = ["BASE_MODEL_ID", "offline_env", "offline_hf_home", "smoltalk2_cache"]
 
 BASE_MODEL_ID = "HuggingFaceTB/SmolLM3-3B-Base"
 ROWS_PER_SPLIT = 4
-# Real SmolTalk2 rows carry system prompts as `chat_template_kwargs.custom_instructions`, which the plugin's row
-# validation does not accept yet (see test_mixtures.py::test_smoltalk2_custom_instructions_kwarg_is_accepted).
-CUSTOM_INSTRUCTIONS = False
 
 
 @pytest.fixture(scope="session")
 def offline_hf_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("hf_home")
-    install_smoltalk2_in_cache(
-        home / "datasets", rows_per_split=ROWS_PER_SPLIT, custom_instructions=CUSTOM_INSTRUCTIONS
-    )
+    # Like the real data, every third row carries its system prompt as `chat_template_kwargs.custom_instructions`.
+    install_smoltalk2_in_cache(home / "datasets", rows_per_split=ROWS_PER_SPLIT)
     model_dir = save_tiny_smollm3(tmp_path_factory.mktemp("tiny-base"))
     install_model_in_hub_cache(model_dir, BASE_MODEL_ID, home / "hub")
     return home

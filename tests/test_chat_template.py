@@ -111,6 +111,14 @@ def test_a_literal_think_closing_tag_in_the_system_prompt_is_mangled_as_in_the_r
     assert render(tokenizer, messages, enable_thinking=False).startswith(header("/think", "Wrap reasoning in <>."))
 
 
+def test_custom_instructions_keyword_is_used_without_a_system_message(tokenizer):
+    # SmolTalk2 rows carry their system prompt as `chat_template_kwargs.custom_instructions`.
+    expected = header("/no_think", "Answer in one sentence.") + user("What is 2+2?") + assistant("4", "/no_think")
+    assert render(tokenizer, CHAT, enable_thinking=False, custom_instructions="Answer in one sentence.") == expected
+    messages = [{"role": "system", "content": "Be brief."}, *CHAT]  # a system message wins over the keyword
+    assert render(tokenizer, messages, custom_instructions="ignored").startswith(header("/think", "Be brief."))
+
+
 def test_system_override_replaces_the_whole_header(tokenizer):
     messages = [{"role": "system", "content": "You are a pirate. /system_override /no_think  "}, *CHAT]
     expected = "<|im_start|>system\nYou are a pirate.<|im_end|>\n" + user("What is 2+2?")

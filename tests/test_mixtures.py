@@ -109,12 +109,6 @@ def test_mixture_tokenizes_with_the_smollm3_template(smoltalk2_cache, tiny_model
     assert len(trainer.train_dataset) == len(dataset)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SmolTalk2 rows carry `chat_template_kwargs.custom_instructions` (their system prompt); the row "
-    "validation and the template do not accept that key yet. When this passes, set CUSTOM_INSTRUCTIONS = True in "
-    "smoltalk2_fixture.py and remove this marker.",
-)
 def test_smoltalk2_custom_instructions_kwarg_is_accepted(tiny_model, tiny_tokenizer, tmp_path):
     from datasets import Dataset
 

@@ -33,6 +33,7 @@ SMOLLM3_TEMPLATE_KWARGS: dict[str, tuple[type, ...]] = {
     "enable_thinking": (bool,),
     "xml_tools": (list,),
     "python_tools": (list,),
+    "custom_instructions": (str,),
     "today": (str,),
     "close_system_turn": (bool,),
 }
