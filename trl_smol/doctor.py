@@ -114,10 +114,12 @@ def run(args: argparse.Namespace, hardware: HardwareInfo | None = None) -> int:
             with open(args.config) as file:
                 recipe = yaml.safe_load(file) or {}
         except (OSError, yaml.YAMLError) as error:
-            console.print(f"[red]trl-smol doctor: cannot read recipe {args.config}: {error}[/red]")
+            console.print(f"[red]trl-smol doctor: cannot read recipe {args.config}: {error}[/red]", soft_wrap=True)
             return 2
         if not isinstance(recipe, dict):
-            console.print(f"[red]trl-smol doctor: recipe {args.config} is not a mapping of keys to values[/red]")
+            console.print(
+                f"[red]trl-smol doctor: recipe {args.config} is not a mapping of keys to values[/red]", soft_wrap=True
+            )
             return 2
     model = args.model or recipe.get("model_name_or_path") or DEFAULT_MODEL
     preset = args.preset or recipe.get("memory_preset") or "auto"
@@ -139,11 +141,11 @@ def run(args: argparse.Namespace, hardware: HardwareInfo | None = None) -> int:
             hardware=hardware,
         )
     except (UnknownPresetError, ModelShapeError) as error:
-        console.print(f"[red]trl-smol doctor: {error}[/red]")
+        console.print(f"[red]trl-smol doctor: {error}[/red]", soft_wrap=True)
         return 2
     console.print(result.table(title=f"Preset `{result.tier}` for {model}" + (" (auto)" if preset == "auto" else "")))
     if result.estimate is not None:
         console.print(breakdown_table(result.estimate, title="Estimated peak memory", budget=result.budget))
     style = "green" if result.fits else "red"
-    console.print(f"[bold {style}]Verdict: {result.verdict}[/bold {style}]")
+    console.print(f"[bold {style}]Verdict: {result.verdict}[/bold {style}]", soft_wrap=True)
     return 0 if result.fits else 1
