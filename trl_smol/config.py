@@ -58,15 +58,17 @@ class SmolSFTConfig(SFTConfig):
 
         sample_prompts (`list`, *optional*):
             Prompts to generate from during training: strings, message lists, dicts with `messages` and
-            `chat_template_kwargs`, or one path to a `.jsonl`/`.txt` file. `None` turns sample generation off.
-        sample_every_n_steps (`int`, *optional*, defaults to `50`):
-            Generate every this many optimizer steps.
+            `chat_template_kwargs`, or a path to a `.jsonl`/`.txt` file. `None` turns sample generation off. Answers
+            go to the console, `output_dir/samples.jsonl` and the trackio/wandb tables (see
+            [`SampleGenerationCallback`]).
+        sample_every_n_steps (`int`, *optional*, defaults to `100`):
+            Generate every this many optimizer steps; `0`: only at start and end.
         sample_at_start (`bool`, *optional*, defaults to `True`):
-            Generate once before the first step, as a baseline.
+            Generate once before the first step, as a baseline (not when resuming from a checkpoint).
         sample_at_end (`bool`, *optional*, defaults to `True`):
             Generate once after the last step.
-        sample_max_new_tokens (`int`, *optional*, defaults to `128`):
-            Token budget of each sample.
+        sample_max_new_tokens (`int`, *optional*, defaults to `96`):
+            Token budget of each sample; with `sample_every_n_steps` it sets the cost of sampling.
         sample_do_sample (`bool`, *optional*, defaults to `False`):
             Sample instead of greedy decoding.
         sample_temperature (`float`, *optional*, defaults to `0.7`):
@@ -74,7 +76,8 @@ class SmolSFTConfig(SFTConfig):
         sample_top_p (`float`, *optional*, defaults to `0.95`):
             Nucleus mass when `sample_do_sample` is on.
         sample_seed (`int`, *optional*, defaults to `0`):
-            Seed of sampled generations (each pass reseeds, so the same step gives the same text).
+            Seed of sampled generations: each pass reseeds with `sample_seed + step`, so the same step gives the
+            same text, and the training random state is not touched.
 
         > Memory
 
@@ -136,11 +139,11 @@ class SmolSFTConfig(SFTConfig):
         },
     )
     sample_every_n_steps: int = field(
-        default=50, metadata={"help": "Generate samples every this many optimizer steps (0: only at start/end)."}
+        default=100, metadata={"help": "Generate samples every this many optimizer steps (0: only at start/end)."}
     )
     sample_at_start: bool = field(default=True, metadata={"help": "Generate a baseline before the first step."})
     sample_at_end: bool = field(default=True, metadata={"help": "Generate after the last step."})
-    sample_max_new_tokens: int = field(default=128, metadata={"help": "Maximum new tokens per sample."})
+    sample_max_new_tokens: int = field(default=96, metadata={"help": "Maximum new tokens per sample."})
     sample_do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding."})
     sample_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
     sample_top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass."})
