@@ -143,3 +143,40 @@ def test_breakdown_table_lists_every_component_and_the_budget():
     text = console.export_text()
     for label in ("weights", "quantisation overhead", "optimizer states", "logits and loss", "total", "budget"):
         assert label in text
+
+
+def load_gpu_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent / "benchmarks" / "gpu_memory.py"
+    spec = importlib.util.spec_from_file_location("gpu_memory_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_benchmark_covers_every_method_at_two_lengths_and_scores_ratios():
+    bench = load_gpu_benchmark()
+    assert {(case[0], case[1]) for case in bench.CASES} == {
+        (method, length) for method in ("qlora", "lora", "full") for length in (2048, 4096)
+    }
+    case = bench.select_cases(["qlora:4096"])[0]
+    expected = estimate_memory(
+        SMOLLM3, method="qlora", max_length=4096, optim="paged_adamw_8bit", dtype="bfloat16", device="cuda"
+    )
+    assert bench.predicted(case)["predicted_bytes"] == expected.total_bytes
+    summary = bench.summarize(
+        [{"measured_bytes": 110, "predicted_bytes": 100}, {"measured_bytes": 80, "predicted_bytes": 100}], 0.15
+    )
+    assert [round(r["ratio"], 2) for r in summary["results"]] == [1.1, 0.8]
+    assert summary["all_within_tolerance"] is False
+    with pytest.raises(SystemExit, match="unknown case"):
+        bench.select_cases(["dora:2048"])
+
+
+def test_gpu_benchmark_refuses_to_run_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+        load_gpu_benchmark().main(["--output", "/dev/null"])
