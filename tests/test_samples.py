@@ -166,9 +166,16 @@ def test_training_state_gradient_checkpointing_cache_and_padding_side_are_restor
     model.model.layers[0].eval()  # a module the user froze in eval mode stays so
     tiny_tokenizer.padding_side = "right"
     samples = SampleGenerationCallback(["What is 7 plus 5?", "Hi"], max_new_tokens=8, chat_template_kwargs=NO_THINK)
+    fed_lengths = []  # tokens fed per forward: with the KV cache, one per step after the prompt
+    hook = model.register_forward_pre_hook(
+        lambda module, args, kwargs: fed_lengths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
 
     first, _ = samples.generate(model, tiny_tokenizer, step=1)
+    hook.remove()
     second, _ = samples.generate(model, tiny_tokenizer, step=1)
+
+    assert fed_lengths[0] > 1 and set(fed_lengths[1:]) == {1}  # the cache was used though the config turned it off
 
     assert model.training and not model.model.layers[0].training and model.model.layers[1].training
     assert model.is_activation_checkpointing
@@ -329,6 +336,17 @@ def test_bad_prompt_file_names_file_and_line(tmp_path, content, message):
         SampleGenerationCallback(str(path))
 
 
+def test_prompts_from_a_text_file_one_per_line(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("What is 7 plus 5?\n\nName a primary colour.\n")
+
+    prompts = load_prompts([path, "Summarise notes.txt", {"prompt": "Hi", "chat_template_kwargs": NO_THINK}])
+
+    assert [p.text for p in prompts] == ["What is 7 plus 5?", "Name a primary colour.", "Summarise notes.txt", "Hi"]
+    assert [p.source for p in prompts] == [f"{path}:1", f"{path}:3", "sample_prompts[1]", "sample_prompts[2]"]
+    assert prompts[3].chat_template_kwargs == NO_THINK
+
+
 def test_missing_file_and_empty_list_fail_at_construction(tmp_path):
     with pytest.raises(SamplePromptError, match="nowhere.txt"):
         SampleGenerationCallback(str(tmp_path / "nowhere.txt"))
@@ -399,10 +417,12 @@ def test_generation_error_is_logged_with_the_step_and_training_continues(tmp_pat
 # --- trackers ------------------------------------------------------------------------------------------------------
 
 
-def test_trackio_gets_a_history_table_and_the_generation_time(tmp_path, tiny_model, tiny_tokenizer):
+def test_trackio_gets_a_history_table_and_the_generation_time(tmp_path, tiny_model, tiny_tokenizer, monkeypatch):
     from trackio.sqlite_storage import SQLiteStorage
 
-    project = f"trl-smol-samples-{tmp_path.name}"
+    # trackio reads TRACKIO_DIR once at import; its storage module holds the copy that decides where runs go.
+    monkeypatch.setattr("trackio.sqlite_storage.TRACKIO_DIR", tmp_path / "trackio")
+    project = "trl-smol-samples"
     samples = SampleGenerationCallback(["Hi", "What is 7 plus 5?"], every_n_steps=2, max_new_tokens=3)
     trainer = Trainer(
         model=tiny_model,
