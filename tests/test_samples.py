@@ -401,7 +401,7 @@ def test_generation_error_is_logged_with_the_step_and_training_continues(tmp_pat
     samples = SampleGenerationCallback(["Hi"], every_n_steps=1, max_new_tokens=2)
     trainer = Trainer(
         model=tiny_model,
-        args=plain_args(tmp_path, max_steps=2),
+        args=plain_args(tmp_path, max_steps=2, gradient_checkpointing=True),
         train_dataset=lm_dataset(tiny_tokenizer),
         processing_class=tiny_tokenizer,
         callbacks=[samples],
@@ -410,6 +410,7 @@ def test_generation_error_is_logged_with_the_step_and_training_continues(tmp_pat
         trainer.train()
 
     assert trainer.state.global_step == 2
+    assert tiny_model.is_activation_checkpointing and tiny_model.training  # restored after the failed pass
     assert "Sample generation at step 1 failed, training continues: OutOfMemoryError" in caplog.text
     assert not (Path(trainer.args.output_dir) / "samples.jsonl").exists()
 

@@ -345,14 +345,20 @@ class SampleGenerationCallback(TrainerCallback):
         # Padding keeps every process in the same number of generate calls, which sharded models (FSDP/ZeRO-3) need.
         with process.split_between_processes(indexed, apply_padding=True) as local:
             rows: list[dict[str, Any]] = []
-            error = None
+            failure: Exception | None = None
+            # A failed sample must not end a healthy training run. The error is caught inside the context too, since
+            # TRL's unwrap only re-enables gradient checkpointing when its block ends normally.
             try:
                 with self._generation_mode(model, gradient_checkpointing_kwargs) as unwrapped:
-                    rows = self._generate_local(unwrapped, tokenizer, local, step, process.num_processes > 1)
-            except Exception as exc:  # noqa: BLE001 - a failed sample must not end a healthy training run
-                error = f"{type(exc).__name__}: {exc}"
-                if isinstance(exc, torch.OutOfMemoryError) and torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                    try:
+                        rows = self._generate_local(unwrapped, tokenizer, local, step, process.num_processes > 1)
+                    except Exception as exc:  # noqa: BLE001
+                        failure = exc
+            except Exception as exc:  # noqa: BLE001
+                failure = exc
+            error = None if failure is None else f"{type(failure).__name__}: {failure}"
+            if isinstance(failure, torch.OutOfMemoryError) and torch.cuda.is_available():
+                torch.cuda.empty_cache()
         if process.num_processes > 1:
             rows = gather_object(rows)
             errors = [e for e in gather_object([error]) if e]
@@ -530,6 +536,7 @@ class SampleGenerationCallback(TrainerCallback):
             if not self._console.is_terminal and "COLUMNS" not in os.environ:
                 self._console.width = 160  # a log file has no width; rich would assume 80 columns
         table = Table(title=f"Samples at step {step} ({seconds:.1f}s)", box=box.SIMPLE_HEAD, title_justify="left")
+        table.add_column("step", justify="right")
         table.add_column("prompt", max_width=40, overflow="fold")
         table.add_column("answer", overflow="fold")
         table.add_column("think", justify="right")
@@ -539,7 +546,7 @@ class SampleGenerationCallback(TrainerCallback):
             answer = row["completion"] if len(row["completion"]) <= 300 else row["completion"][:300] + "…"
             thinking = "-" if row["thinking"] is None else f"{len(row['thinking'])} ch"
             end = "stop" if row["stopped"] else "limit"
-            table.add_row(row["prompt"], answer, thinking, str(row["num_new_tokens"]), end)
+            table.add_row(str(step), row["prompt"], answer, thinking, str(row["num_new_tokens"]), end)
         self._console.print(table)
 
     def _report(self, args, rows: list[dict[str, Any]], step: int, seconds: float) -> None:
