@@ -1,0 +1,146 @@
+"""Run the whole CPU benchmark suite and write `report.json` and `report.md` (one table: figure, target, holds).
+
+```bash
+HF_HUB_OFFLINE=1 python tests/benchmarks/run_all.py                 # everything, ~20 min on 2 free cores
+python tests/benchmarks/run_all.py --only overhead data              # a subset
+python tests/benchmarks/run_all.py --quick --out /tmp/report.json    # small sizes, to check the suite itself
+```
+
+Each benchmark runs in its own process (`bench_*.py --out results/<name>.json`) and the report collects their figures;
+`bench_memory_cpu.py` (the memory estimator's accuracy) is run as it is and its ratios are turned into figures. The GPU
+script (`gpu_bench.py`) is separate: it needs a CUDA machine. Figures are ratios of runs made side by side in one
+invocation; the machine's load is recorded with them, because other work on the machine moves absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchlib import (
+    REPO_ROOT,
+    check_target,
+    demo_model_path,
+    describe_machine,
+    figure,
+    format_holds,
+    format_value,
+    machine_info,
+)
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "results" / "report.json"
+MEMORY_TOLERANCE = 0.25
+
+# name -> (script, arguments for the full run, arguments for --quick)
+BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
+    "overhead": ("bench_overhead.py", ["--rounds", "3", "--max-steps", "8"], ["--rounds", "1", "--max-steps", "2"]),
+    "samples": ("bench_samples.py", [], ["--max-steps", "4"]),
+    "data": ("bench_data.py", ["--rows", "100000"], ["--rows", "2000"]),
+    "presets": ("bench_presets.py", ["--max-steps", "5"], ["--max-steps", "2"]),
+    "memory": ("bench_memory_cpu.py", [], ["--steps", "1"]),
+}
+
+
+def memory_document(raw: dict, seconds: float) -> dict:
+    """`bench_memory_cpu.py`'s output as a suite document: one figure per case, measured / predicted."""
+    target = f"{1 - MEMORY_TOLERANCE:g}..{1 + MEMORY_TOLERANCE:g}"
+    figures = []
+    for case in raw["results"]:
+        predicted, measured = case["predicted_bytes"] / 2**20, case["measured_bytes"] / 2**20
+        name = f"peak RSS measured / estimated, {case['method']} at {case['max_length']} tokens"
+        note = f"predicted {predicted:.0f} MiB, measured {measured:.0f} MiB"
+        figures.append(figure(name, case["ratio"], target, note=note))
+    return {"benchmark": "memory", "figures": figures, "details": raw, "seconds": round(seconds, 1)}
+
+
+def run_benchmark(name: str, quick: bool, results_dir: Path) -> dict:
+    script, full_args, quick_args = BENCHMARKS[name]
+    out = results_dir / f"{name}.json"
+    flag = "--output" if name == "memory" else "--out"
+    command = [sys.executable, str(HERE / script), flag, str(out), *(quick_args if quick else full_args)]
+    print(f"== {name}: {' '.join(command[1:])}", flush=True)
+    started = time.perf_counter()
+    completed = subprocess.run(command, cwd=REPO_ROOT)
+    seconds = time.perf_counter() - started
+    if not out.exists():
+        failed = figure(f"{name} benchmark ran", None, note=f"exit code {completed.returncode}, no result file")
+        failed["holds"] = False
+        return {"benchmark": name, "figures": [failed], "details": {}, "seconds": round(seconds, 1)}
+    document = json.loads(out.read_text())
+    if name == "memory":
+        document = memory_document(document, seconds)
+    document["returncode"] = completed.returncode
+    return document
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "| benchmark | figure | value | target | holds |",
+        "|---|---|---|---|---|",
+    ]
+    for row in report["figures"]:
+        lines.append(
+            f"| {row['benchmark']} | {row['name']} | {format_value(row)} | {row['target'] or '-'} | "
+            f"{format_holds(row['holds'])} |"
+        )
+    header = [
+        "# trl-smol benchmark report",
+        "",
+        f"Machine: {describe_machine(report['machine'])}.",
+        f"Date: {report['generated']}; suite wall time {report['total_seconds'] / 60:.1f} min"
+        + (" (quick sizes: not the reference figures)" if report["quick"] else "")
+        + ".",
+        f"Command: `{report['command']}`",
+        "",
+    ]
+    notes = ["", "Notes:"] + [f"- {row['benchmark']} / {row['name']}: {row['note']}" for row in report["figures"]
+                              if row.get("note")]  # fmt: skip
+    return "\n".join(header + lines + notes) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="report.json path; report.md is written beside it.")
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="Run only these benchmarks.")
+    parser.add_argument("--quick", action="store_true", help="Small sizes, to check that the suite works.")
+    args = parser.parse_args(argv)
+
+    out = Path(args.out).resolve()
+    results_dir = out.parent / ("quick" if args.quick else "raw")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    machine = machine_info()
+    print(f"demo model: {demo_model_path()}", flush=True)  # built once here (~35 s) if the cache lacks it
+    documents = [run_benchmark(name, args.quick, results_dir) for name in args.only or BENCHMARKS]
+    rows = []
+    for document in documents:
+        for row in document["figures"]:
+            row = {"benchmark": document["benchmark"], **row}
+            row["holds"] = check_target(row["value"], row["target"]) if row["value"] is not None else row["holds"]
+            rows.append(row)
+    machine["load_average_end"] = machine_info()["load_average"]
+    report = {
+        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python tests/benchmarks/run_all.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "quick": args.quick,
+        "machine": machine,
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "figures": rows,
+        "all_targets_hold": all(row["holds"] is not False for row in rows),
+        "benchmarks": {document["benchmark"]: document for document in documents},
+    }
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
