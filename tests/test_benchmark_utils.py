@@ -1,0 +1,203 @@
+"""The pure parts of the benchmark suite (tests/benchmarks): targets, log parsing, recipes, MFU math and reports.
+
+The benchmarks themselves are not collected (no `test_` prefix); these checks keep their arithmetic and bookkeeping
+honest without training anything.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
+
+import bench_data  # noqa: E402
+import benchlib  # noqa: E402
+import gpu_bench  # noqa: E402
+import run_all  # noqa: E402
+from bench_overhead import interleaved, max_loss_difference  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("value", "target", "holds"),
+    [
+        (0.98, ">= 0.98", True),
+        (0.979, ">= 0.98", False),
+        (0.05, "<= 0.05", True),
+        (0.051, "<= 0.05", False),
+        (1.2, "0.75..1.25", True),
+        (0.7, "0.75..1.25", False),
+        (1.01, "> 1.0", True),
+        (1.0, "> 1.0", False),
+        (1.0, None, None),
+    ],
+)
+def test_a_figure_holds_when_its_value_meets_the_target(value, target, holds):
+    assert benchlib.check_target(value, target) is holds
+    assert benchlib.figure("x", value, target)["holds"] is holds
+
+
+def test_an_unreadable_target_is_an_error():
+    with pytest.raises(ValueError, match="Unknown target"):
+        benchlib.check_target(1.0, "about 1")
+
+
+def test_transformers_metrics_lines_are_parsed_and_other_lines_ignored():
+    line = "{'train_runtime': '118.8', 'train_samples_per_second': '0.202', 'epoch': '0.06667'}"
+    assert benchlib.parse_log_line(line) == {
+        "train_runtime": 118.8,
+        "train_samples_per_second": 0.202,
+        "epoch": 0.06667,
+    }
+    assert benchlib.parse_log_line("trl-smol 0.1.0 active (trl sft): no features enabled") is None
+    assert benchlib.parse_log_line("{not a dict}") is None
+
+
+def test_a_run_reports_tokens_per_second_and_the_time_a_user_waits():
+    run = benchlib.RunResult(label="a", returncode=0, wall_seconds=90, train_runtime=50, num_tokens=1000)
+    run.end_seconds = 5
+    assert run.tokens_per_second == 20
+    assert run.train_seconds == 55
+    assert benchlib.RunResult(label="b", returncode=1, wall_seconds=1).tokens_per_second is None
+
+
+def test_runs_alternate_which_arm_goes_first():
+    order = interleaved(4, ("A", "B"))
+    assert order == ["A", "B", "B", "A", "A", "B", "B", "A"]
+    assert order.count("A") == order.count("B") == 4
+
+
+def test_loss_difference_compares_runs_step_by_step():
+    assert max_loss_difference([1.0, 2.0], [1.0, 2.5]) == 0.5
+    assert max_loss_difference([1.0], [1.0, 2.0]) is None  # different lengths: not comparable
+
+
+def test_the_stock_recipe_drops_plugin_keys_and_uses_the_same_template_through_trl():
+    recipe = benchlib.load_recipe(benchlib.DEMO_RECIPE)
+    stock = benchlib.stock_recipe(recipe)
+    plugin_keys = benchlib.plugin_only_keys()
+    assert {"sample_prompts", "memory_preset", "smol_chat_template"} <= plugin_keys
+    assert not plugin_keys & set(stock)
+    assert Path(stock["chat_template_path"]).read_text() == benchlib.TEMPLATE_PATH.read_text()
+    assert stock["eos_token"] == "<|im_end|>"
+    assert stock["learning_rate"] == recipe["learning_rate"]
+
+
+def test_pinning_the_date_keeps_each_rows_own_template_kwargs(tmp_path):
+    source = tmp_path / "rows.jsonl"
+    rows = [
+        {"messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": {"enable_thinking": False}},
+        {"messages": [{"role": "user", "content": "yo"}]},
+    ]
+    source.write_text("\n".join(json.dumps(row) for row in rows) + "\n\n")
+    pinned = [json.loads(line) for line in benchlib.pin_today(source, tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [row["chat_template_kwargs"] for row in pinned] == [
+        {"enable_thinking": False, "today": benchlib.BENCH_TODAY},
+        {"today": benchlib.BENCH_TODAY},
+    ]
+
+
+def test_benchmark_conversations_are_deterministic_and_mix_both_reasoning_modes():
+    first, second = bench_data.conversation_rows(60), bench_data.conversation_rows(60)
+    assert first == second
+    assert len(first) == 60
+    modes = {row["chat_template_kwargs"].get("enable_thinking") for row in first}
+    assert modes == {True, False}
+    assert all(row["chat_template_kwargs"]["today"] == benchlib.BENCH_TODAY for row in first)
+    assert all(any(message["role"] == "assistant" for message in row["messages"]) for row in first)
+
+
+@pytest.mark.parametrize(
+    ("name", "flops"),
+    [
+        ("NVIDIA H200", 989.4e12),
+        ("NVIDIA H100 80GB HBM3", 989.4e12),
+        ("NVIDIA H100 PCIe", 756.0e12),
+        ("NVIDIA A100-SXM4-80GB", 312.0e12),
+        ("NVIDIA L4", 121.0e12),
+        ("NVIDIA L40S", 362.05e12),
+        ("Tesla T4", None),
+    ],
+)
+def test_peak_flops_come_from_the_device_name(name, flops):
+    assert gpu_bench.peak_bf16_flops(name) == flops
+
+
+def test_mfu_is_six_n_tokens_per_second_over_the_peak():
+    n, tokens_per_second, peak = 3_075_098_624, 20_000.0, 989.4e12
+    mfu = gpu_bench.model_flops_utilization(n, tokens_per_second, peak)
+    assert mfu == pytest.approx(6 * n * tokens_per_second / peak)
+    assert 0.37 < mfu < 0.38
+    assert gpu_bench.model_flops_utilization(n, tokens_per_second, None) is None
+
+
+def test_throughput_leaves_the_warmup_steps_out():
+    # start at 0; steps end at 10 (slow first step), 11, 12, 13
+    step_ends = [0.0, 10.0, 11.0, 12.0, 13.0]
+    assert gpu_bench.throughput(step_ends, 2048, warmup_steps=1) == pytest.approx(2048 * 3 / 3)
+    assert gpu_bench.throughput(step_ends, 2048, warmup_steps=0) == pytest.approx(2048 * 4 / 13)
+    assert gpu_bench.throughput(step_ends, 2048, warmup_steps=4) is None
+
+
+def test_gpu_cases_are_parsed_with_a_clear_error():
+    parser = gpu_bench.build_parser()
+    args = parser.parse_args(["--cases", "qlora:stock", "full:plugin", "--steps", "4"])
+    assert args.cases == [("qlora", "stock"), ("full", "plugin")]
+    assert args.steps == 4
+    assert parser.parse_args([]).cases is None
+    assert len(gpu_bench.default_cases()) == 6
+    with pytest.raises(Exception, match="unknown case 'dora:stock'"):
+        gpu_bench.parse_case("dora:stock")
+
+
+def test_gpu_summary_compares_the_arms_and_the_estimate(tmp_path):
+    def result(method, arm, tokens_per_second, measured, estimated):
+        return {"method": method, "arm": arm, "tokens_per_second": tokens_per_second, "mfu": 0.4,
+                "measured_bytes": measured, "estimated_bytes": estimated}  # fmt: skip
+
+    results = [
+        result("lora", "stock", 10_000.0, 110, 100),
+        result("lora", "plugin", 12_000.0, 90, 100),
+        {"method": "full", "arm": "stock", "error": "out of memory"},
+    ]
+    (row,) = gpu_bench.summarize(results)
+    assert row["method"] == "lora"
+    assert row["plugin_over_stock_throughput"] == pytest.approx(1.2)
+    assert row["stock_memory_ratio"] == pytest.approx(1.1)
+    assert row["plugin_memory_ratio"] == pytest.approx(0.9)
+    out = tmp_path / "gpu.json"
+    gpu_bench.write_report(out, {"results": results, "summary": [row]})
+    assert json.loads(out.read_text())["summary"][0]["method"] == "lora"
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_memory_results_become_figures_with_a_25_percent_band():
+    raw = {"results": [
+        {"method": "lora", "max_length": 256, "ratio": 1.1, "predicted_bytes": 2**30, "measured_bytes": 1.1 * 2**30},
+        {"method": "full", "max_length": 512, "ratio": 1.4, "predicted_bytes": 2**30, "measured_bytes": 1.4 * 2**30},
+    ]}  # fmt: skip
+    document = run_all.memory_document(raw, seconds=12.0)
+    assert [row["holds"] for row in document["figures"]] == [True, False]
+    assert document["figures"][0]["target"] == "0.75..1.25"
+
+
+def test_the_markdown_report_has_one_row_per_figure_with_target_and_verdict():
+    figures = [
+        {"benchmark": "overhead", **benchlib.figure("training tokens/s, plugin / stock", 0.99, ">= 0.98")},
+        {"benchmark": "samples", **benchlib.figure("train time with / without samples - 1", 0.08, "<= 0.05")},
+        {"benchmark": "presets", **benchlib.figure("peak RSS with memory_preset none", 2048.0, unit="MiB")},
+    ]
+    report = {
+        "machine": {"cores": 2, "cpu": "test CPU", "ram_gib": 8, "load_average": [3.0, 2.0, 1.0], "torch": "2"},
+        "generated": "2026-01-01 00:00 UTC",
+        "total_seconds": 600,
+        "quick": False,
+        "command": "python tests/benchmarks/run_all.py",
+        "figures": figures,
+    }
+    text = run_all.markdown(report)
+    assert "| overhead | training tokens/s, plugin / stock | 0.990 | >= 0.98 | yes |" in text
+    assert "| samples | train time with / without samples - 1 | 0.080 | <= 0.05 | no |" in text
+    assert "| presets | peak RSS with memory_preset none | 2,048 MiB | - | n/a |" in text
+    assert "2 CPU cores" in text and "load 3.0" in text
