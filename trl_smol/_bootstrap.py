@@ -8,4 +8,8 @@ try:
 except Exception as error:  # never break an unrelated interpreter because of the plugin
     import sys
 
-    print(f"trl-smol: plugin not activated ({type(error).__name__}: {error})", file=sys.stderr)
+    print(
+        f"trl-smol: plugin not activated ({type(error).__name__}: {error}). Install trl-smol and its dependencies "
+        "(`pip install trl-smol`) in this environment, or set TRL_SMOL_DISABLE=1 to silence this.",
+        file=sys.stderr,
+    )
