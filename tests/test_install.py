@@ -21,8 +21,9 @@ def run(command, **kwargs):
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
-    # No build isolation: the build backend (hatchling) is installed with the dev extras, and the machine may be offline.
-    result = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(REPO)])
+    # No build isolation: the build backend (hatchling) comes with the dev extras, so no index is needed here.
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(REPO)]
+    result = run(command)
     assert result.returncode == 0, result.stderr[-2000:]
     (path,) = out.glob("trl_smol-*.whl")
     return path
@@ -52,7 +53,8 @@ def test_pip_install_into_a_new_venv_activates_the_plugin(wheel, tmp_path):
     # must be in the venv, as in any real venv; the system copy would only be added after it.
     import wrapt
 
-    result = run([str(python), "-m", "pip", "install", "--no-deps", "--ignore-installed", f"wrapt=={wrapt.__version__}"])
+    pip_install = [str(python), "-m", "pip", "install", "--no-deps", "--ignore-installed"]
+    result = run([*pip_install, f"wrapt=={wrapt.__version__}"])
     assert result.returncode == 0, result.stderr[-2000:]
 
     site = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
