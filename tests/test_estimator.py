@@ -180,3 +180,16 @@ def test_gpu_benchmark_refuses_to_run_without_cuda():
         pytest.skip("a GPU is present")
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
         load_gpu_benchmark().main(["--output", "/dev/null"])
+
+
+def test_full_fine_tuning_peaks_in_the_larger_of_two_phases():
+    # A 3B model: every gradient plus the states outweigh one micro-batch's activations: optimizer-step phase.
+    big = estimate_memory(SMOLLM3, method="full", max_length=1024, dtype="bfloat16")
+    assert big.breakdown["activations"] == 0 and big.breakdown["gradients"] == 2 * model_shape(SMOLLM3).num_parameters
+    # The 135M demo model on CPU at 2 x 512 tokens: the loss backward's temporaries dominate.
+    small = estimate_memory(
+        "trl-smol/SmolLM3-demo-135M", method="full", max_length=512, per_device_train_batch_size=2,
+        dtype="float32", device="cpu",
+    )  # fmt: skip
+    assert small.breakdown["gradients"] == 0 and small.breakdown["logits_and_loss"] > 0
+    assert any("peaks in the loss backward" in note for note in small.notes)

@@ -314,3 +314,13 @@ def test_auto_preset_retries_at_half_batch_and_double_accumulation(
     assert seen[0] == 4 and set(seen[1:]) == {2}  # the failed step at 4, then micro-batches of 2
     assert trainer._train_batch_size == 2 and args.gradient_accumulation_steps == 2
     assert len(seen[1:]) == 2 and trainer.state.global_step == 1  # one optimizer step of 2 x 2 = 4 rows
+
+
+def test_without_a_preset_out_of_memory_errors_stay_stock(tmp_path, tiny_model_dir, tiny_tokenizer, monkeypatch):
+    inject_oom(monkeypatch)
+    args = cpu_args(tmp_path, max_steps=1, save_strategy="no")
+    trainer = SmolSFTTrainer(
+        model=tiny_model_dir, args=args, train_dataset=token_rows(16), processing_class=tiny_tokenizer
+    )
+    with pytest.raises(torch.OutOfMemoryError, match="Tried to allocate"):
+        trainer.train()

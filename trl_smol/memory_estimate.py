@@ -39,6 +39,9 @@ element of the compute dtype (bf16/fp16 autocast, else `b_w`).
   tokens x 32768 vocabulary entries: one tile buffer on CUDA (Triton), several float32 temporaries of that size on
   CPU/MPS (the torch fallback). The backward keeps a float32 gradient of the hidden states (`4 N h`) and, when the LM
   head (tied embedding) is trained, a float32 weight gradient (`4 V h`).
+- **Full fine-tuning peaks in one of two phases**: the start of the backward pass (activations, LM-head temporaries
+  and its gradient) or the end of backward and the optimizer step (all gradients, the update copy). The estimate
+  takes the larger; the breakdown shows that phase's lines.
 - **Framework overhead**: the CUDA context (about 0.6 GiB) plus 8% allocator fragmentation of everything else on
   CUDA; on CPU, the trainer's own objects and the tokenized data (measured, see `tests/benchmarks`).
 
@@ -71,8 +74,8 @@ CUDA_CONTEXT_BYTES = int(0.6 * GIB)
 CUDA_FRAGMENTATION = 0.08
 # Fitted on the demo model (tests/benchmarks/bench_memory_cpu.py): the trainer, accelerate, dataloader and tokenized
 # data, and the float32 temporaries of the torch fallback of the fused LM head (per tile element).
-CPU_FIXED_BYTES = int(0.25 * GIB)
-CPU_LOGPROB_TEMPORARIES = 6
+CPU_FIXED_BYTES = int(0.15 * GIB)
+CPU_LOGPROB_TEMPORARIES = 11
 
 
 class ModelShapeError(ValueError):
@@ -355,6 +358,18 @@ def estimate_memory(
     if use_liger_kernel:
         notes.append("Liger: TRL turns off its fused linear cross-entropy; the fused LM head is counted instead")
 
+    if method == "full":
+        # Full fine-tuning: the loss backward (activations and LM-head temporaries, plus the LM-head gradient) peaks
+        # before most gradients exist, and the end of backward / optimizer step (every gradient, the update copy)
+        # after the activations are freed. The peak is the larger phase; the other phase's lines show 0.
+        backward_start = activations + logits
+        step = gradients + transient
+        if backward_start >= step:
+            gradients, optimizer = 0, states
+            notes.append("full fine-tuning peaks in the loss backward: gradients are counted in 'logits and loss'")
+        else:
+            activations = logits = 0
+            notes.append("full fine-tuning peaks at the optimizer step: activations are freed by then")
     subtotal = weights + quantization + adapters + gradients + optimizer + activations + logits
     if device == "cuda":
         overhead = CUDA_CONTEXT_BYTES + int(CUDA_FRAGMENTATION * (subtotal - weights))

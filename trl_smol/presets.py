@@ -662,15 +662,16 @@ def handle_out_of_memory(trainer: Any, error: BaseException) -> None:
     - `memory_preset: auto` with `auto_find_batch_size`: halve the per-device batch, double the accumulation (the
       effective batch stays) and let transformers' batch-size finder restart the loop at that batch size.
     - `auto_find_batch_size` without `auto`: transformers' own retry (90% of the batch) proceeds unchanged.
+    - `memory_preset: none`: the original error, as in stock TRL.
     - otherwise: raise [`PresetOutOfMemoryError`] naming the measured peak, the estimate and the next smaller preset.
     """
-    if not is_out_of_memory(error):
-        return
     args = trainer.args
     result = preset_result_of(args)
+    if result is None or not is_out_of_memory(error):
+        return  # memory_preset: none behaves as stock TRL
     if args.auto_find_batch_size:
         current = getattr(trainer, "_train_batch_size", args.per_device_train_batch_size)
-        if result is not None and result.requested == "auto" and current > 1:
+        if result.requested == "auto" and current > 1:
             half = current // 2
             args.gradient_accumulation_steps *= 2
             trainer._smol_retry_batch_size = half
@@ -682,7 +683,7 @@ def handle_out_of_memory(trainer: Any, error: BaseException) -> None:
                     f"gradient_accumulation_steps {args.gradient_accumulation_steps}[/yellow]"
                 )
             return  # the caller re-raises the original error, which transformers' batch-size finder catches
-        if result is None or result.requested != "auto":
+        if result.requested != "auto":
             return
     raise PresetOutOfMemoryError(out_of_memory_message(args, error)) from error
 
