@@ -187,6 +187,19 @@ class SmolSFTTrainer(SFTTrainer):
                 )
         return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
 
+    def create_model_card(
+        self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
+    ):
+        """Write `README.md` in the output dir: base model, recipe, data, versions, final loss and last samples.
+
+        Called, as in TRL, at every checkpoint save and by `push_to_hub` (see [`trl_smol.model_card`]).
+        """
+        if not self.is_world_process_zero():
+            return
+        from .model_card import write_model_card
+
+        write_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
+
     def _print_banner(self) -> None:
         if not self.accelerator.is_main_process:
             return

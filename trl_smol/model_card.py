@@ -1,0 +1,274 @@
+"""The model card (`README.md` in the output dir) that [`SmolSFTTrainer`] writes whenever it saves.
+
+TRL's card says which trainer was used. This one also records what is needed to reproduce and judge the run: the base
+model (the identifier from the recipe and the local checkpoint it resolved to), the recipe (every setting that differs
+from the defaults, after memory presets, plus the adapter settings), the data, the versions of trl-smol, TRL and
+transformers, the final training loss and the last generated samples.
+
+```python
+from trl_smol.model_card import build_model_card
+
+card = build_model_card(trainer)            # a huggingface_hub.ModelCard
+card.save("smollm3-sft/README.md")          # what trainer.create_model_card() does on the main process
+```
+
+`trainer.push_to_hub()` uploads this card with the model, as in TRL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import ModelCard, ModelCardData
+
+from . import __version__
+from .config import default_config
+from .models import DEMO_MODEL_ID, demo_model_dir
+
+SAMPLES_FILE = "samples.jsonl"
+
+# Settings that differ from the defaults in every run, or say nothing about the recipe.
+_NOISE_FIELDS = {"output_dir", "logging_dir", "hub_token", "_n_gpu", "local_rank", "distributed_state"}
+
+
+def model_identifier(name_or_path: str | None) -> str | None:
+    """The name a recipe would use for this checkpoint: the plugin's identifier for a model it built, else as given."""
+    if not name_or_path:
+        return None
+    if os.path.isdir(name_or_path) and Path(name_or_path).resolve() == demo_model_dir().resolve():
+        return DEMO_MODEL_ID
+    return name_or_path
+
+
+def changed_settings(args: Any) -> dict[str, Any]:
+    """Training arguments that differ from a default config of the same class (presets already applied)."""
+    # default_config: building a TrainingArguments mid-run would otherwise reset accelerate's state.
+    defaults = default_config(type(args), output_dir=args.output_dir, bf16=args.bf16, fp16=args.fp16).to_dict()
+    current = args.to_dict()
+    changed = {key: value for key, value in current.items() if key not in _NOISE_FIELDS and value != defaults.get(key)}
+    # bf16/fp16 were copied above so that a default config can be built on any machine; record them when they
+    # differ from TRL's own rule (bf16 unless fp16).
+    if args.bf16 != (not args.fp16):
+        changed.update(bf16=args.bf16, fp16=args.fp16)
+    return dict(sorted(changed.items()))
+
+
+def adapter_settings(model: Any) -> dict[str, Any] | None:
+    """The PEFT adapter's settings (LoRA rank, alpha, targets, ...) when the model is a PEFT model."""
+    peft_config = getattr(model, "peft_config", None)
+    if not peft_config:
+        return None
+    config = peft_config.get("default") or next(iter(peft_config.values()))
+    keep = ("peft_type", "r", "lora_alpha", "lora_dropout", "target_modules", "modules_to_save", "use_dora", "bias")
+    values = config.to_dict()
+    settings = {key: values[key] for key in keep if values.get(key) not in (None, [], False) or key == "lora_dropout"}
+    if isinstance(settings.get("target_modules"), (set, list, tuple)):
+        settings["target_modules"] = sorted(settings["target_modules"])
+    if "peft_type" in settings:
+        settings["peft_type"] = getattr(settings["peft_type"], "value", str(settings["peft_type"]))
+    return settings
+
+
+def recipe_from_argv(argv: list[str] | None = None) -> tuple[str | None, dict[str, Any]]:
+    """The recipe file of a `trl sft --config FILE` run and its contents; `(None, {})` outside such a run."""
+    argv = sys.argv if argv is None else argv
+    if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
+        return None, {}
+    path = argv[argv.index("--config") + 1]
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return path, yaml.safe_load(handle) or {}
+    except (OSError, yaml.YAMLError):
+        return path, {}
+
+
+def final_loss(log_history: list[dict[str, Any]]) -> tuple[float, int] | None:
+    """The training loss at the last logged step and that step, or `None` before the first log."""
+    for entry in reversed(log_history):
+        if "loss" in entry:
+            return float(entry["loss"]), int(entry.get("step", 0))
+    return None
+
+
+def last_samples(output_dir: str | os.PathLike) -> tuple[int | None, list[dict[str, Any]]]:
+    """The samples of the last generation pass in `output_dir/samples.jsonl`: `(step, rows)`; `(None, [])` if none."""
+    path = Path(output_dir) / SAMPLES_FILE
+    if not path.exists():
+        return None, []
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line being written while we read
+                    continue
+    if not rows:
+        return None, []
+    step = max((row.get("step", -1) for row in rows), default=-1)
+    return (step if step >= 0 else None), [row for row in rows if row.get("step", -1) == step]
+
+
+def _sample_prompt(row: dict[str, Any]) -> str:
+    prompt = row.get("prompt", row.get("messages", ""))
+    if isinstance(prompt, list):  # a conversation: show its last user turn
+        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        prompt = users[-1] if users else json.dumps(prompt, ensure_ascii=False)
+    return str(prompt)
+
+
+def _sample_completion(row: dict[str, Any]) -> str:
+    completion = next((str(row[key]) for key in ("completion", "generation", "text", "output") if key in row), "")
+    if row.get("thinking"):  # the samples callback stores the reasoning apart from the answer
+        return f"<think>\n{row['thinking'].strip()}\n</think>\n{completion}"
+    return completion
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    # Display names as in TRL's and PEFT's cards; PEFT appends "- PEFT x" under "### Framework versions" unless the
+    # same line is already there.
+    versions = {"trl-smol": __version__}
+    for package, name in (("trl", "TRL"), ("transformers", "Transformers"), ("peft", "PEFT"), ("torch", "PyTorch")):
+        try:
+            versions[name] = version(package)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def _yaml_block(values: dict[str, Any]) -> str:
+    text = yaml.safe_dump(json.loads(json.dumps(values, default=str)), sort_keys=False, allow_unicode=True)
+    return f"```yaml\n{text}```"
+
+
+def _fence(text: str) -> str:
+    fence = "````" if "```" in text else "```"
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def build_model_card(
+    trainer: Any,
+    model_name: str | None = None,
+    dataset_name: str | None = None,
+    tags: str | list[str] | None = None,
+    argv: list[str] | None = None,
+) -> ModelCard:
+    """A model card for `trainer`'s current state: base model, recipe, data, versions, final loss, last samples."""
+    args = trainer.args
+    model = trainer.model
+    base_path = getattr(model.config, "_name_or_path", None) or None
+    base_id = model_identifier(base_path)
+    adapter = adapter_settings(model)
+    recipe_path, recipe = recipe_from_argv(argv)
+    model_name = model_name or Path(args.output_dir).name
+    mixture = recipe.get("datasets")
+    dataset_name = dataset_name or recipe.get("dataset_name")
+
+    tag_list = [tags] if isinstance(tags, str) else list(tags or [])
+    tag_list += [tag for tag in ("trl", "sft", "trl-smol", "smollm3") if tag not in tag_list]
+    hub_base = base_id if base_id and not os.path.isdir(base_id) and base_id != DEMO_MODEL_ID else None
+    card_data = ModelCardData(
+        base_model=hub_base,
+        datasets=[dataset_name] if dataset_name else None,
+        library_name="peft" if adapter else "transformers",
+        model_name=model_name,
+        pipeline_tag="text-generation",
+        tags=tag_list,
+    )
+
+    features = getattr(trainer, "_smol_features", None) or {}
+    lines = [f"# {model_name}", ""]
+    lines.append(
+        f"Fine-tuned from `{base_id or 'an unnamed model'}` with TRL's `SFTTrainer` and the trl-smol {__version__} "
+        f"plugin{', as a LoRA adapter' if adapter else ''}."
+    )
+    plugin = ", ".join(f"{key}={value}" for key, value in features.items()) or "none enabled"
+    lines += ["", f"trl-smol features: {plugin}."]
+    where = args.hub_model_id or args.output_dir
+    lines += ["", "## Quick start", "", "```python"]
+    if adapter:
+        lines += [
+            "from peft import AutoPeftModelForCausalLM",
+            "from transformers import AutoTokenizer",
+            "",
+            f'model = AutoPeftModelForCausalLM.from_pretrained("{where}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{where}")',
+        ]
+    else:
+        lines += [
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f'model = AutoModelForCausalLM.from_pretrained("{where}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{where}")',
+        ]
+    lines += [
+        'messages = [{"role": "user", "content": "What is the capital of France?"}]',
+        "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False, "
+        'return_tensors="pt", return_dict=True)',
+        "output = model.generate(**inputs, max_new_tokens=64)",
+        'print(tokenizer.decode(output[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True))',
+        "```",
+        "",
+        "## Base model",
+        "",
+        f"- Identifier: `{base_id}`",
+        f"- Resolved checkpoint: `{base_path}`",
+    ]
+    if base_id == DEMO_MODEL_ID:
+        lines.append(
+            "- What it is: SmolLM2-135M-Instruct (Apache-2.0) in the SmolLM3 architecture, built by trl-smol on first "
+            "use. The adapter's `base_model_name_or_path` is this local checkpoint, so it loads on this machine."
+        )
+
+    lines += ["", "## Recipe", ""]
+    if recipe_path:
+        lines += [f"Started as `trl sft --config {recipe_path}`.", ""]
+    lines += ["Training arguments that differ from the defaults (after memory presets):", ""]
+    lines.append(_yaml_block(changed_settings(args)))
+    if adapter:
+        lines += ["", "Adapter:", "", _yaml_block(adapter)]
+
+    lines += ["", "## Data", ""]
+    if mixture:
+        lines += ["Dataset mixture (TRL `datasets:`):", "", _yaml_block({"datasets": mixture})]
+    elif dataset_name:
+        lines.append(f"Dataset: `{dataset_name}`")
+    train_dataset = getattr(trainer, "train_dataset", None)
+    if train_dataset is not None and hasattr(train_dataset, "__len__"):
+        lines += ["", f"Training examples after preparation: {len(train_dataset)}."]
+
+    history = trainer.state.log_history
+    lines += ["", "## Results", "", f"- Steps: {trainer.state.global_step}"]
+    loss = final_loss(history)
+    lines.append(
+        f"- Final training loss: {loss[0]:.4f} (step {loss[1]})" if loss else "- Final training loss: not logged"
+    )
+    mean = next((entry["train_loss"] for entry in reversed(history) if "train_loss" in entry), None)
+    if mean is not None:  # only once training has finished (push_to_hub after train)
+        lines.append(f"- Mean training loss over the run: {mean:.4f}")
+
+    step, samples = last_samples(args.output_dir)
+    if samples:
+        lines += ["", f"## Samples (step {step})" if step is not None else "## Samples", ""]
+        for row in samples:
+            lines += [f"**Prompt:** {_sample_prompt(row)}", "", _fence(_sample_completion(row)), ""]
+
+    lines += ["", "### Framework versions", ""]
+    lines += [f"- {name} {version}" for name, version in _versions().items()]
+    lines.append("")
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def write_model_card(trainer: Any, **kwargs: Any) -> Path:
+    """Build the card and save it as `README.md` in the trainer's output dir."""
+    path = Path(trainer.args.output_dir) / "README.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    build_model_card(trainer, **kwargs).save(path)
+    return path
