@@ -6,7 +6,8 @@ arithmetic and word tasks. The pretrained demo model never answers in this forma
 the share of held-out prompts answered in it shows whether training worked.
 
 The rows mirror SmolTalk2's SFT columns: `messages` and `chat_template_kwargs` with `enable_thinking`,
-`custom_instructions`, `xml_tools` and `python_tools` (tools are lists of JSON strings, or `None`).
+`custom_instructions`, `xml_tools` and `python_tools` (tools are lists of JSON strings, or `None`; custom instructions
+are a system message, see [`demo_rows`]).
 
 ```bash
 python -m trl_smol.demo_data --out recipes/data/smollm3_demo.jsonl   # the committed file, byte for byte
@@ -63,7 +64,10 @@ _WORDS_TRAIN = [
     "button", "carpet", "island", "kitten", "meadow", "pillow", "shadow", "violin",
 ]  # fmt: skip
 _WORDS_HELDOUT = ["harbor", "lantern", "copper", "falcon", "tomato", "zebra"]
-_CUSTOM_INSTRUCTIONS = ["", "", "", "Be concise.", "You are a careful tutor.", "Reply in English."]
+# Think rows always carry short instructions: without them the SmolLM3 template writes its ~230-token default
+# reasoning prompt, which would triple the demo's training time. No_think rows sometimes carry instructions.
+_THINK_INSTRUCTIONS = ["Think briefly, then answer.", "Reason in one line, then answer.", "Think first. Be brief."]
+_NO_THINK_INSTRUCTIONS = ["", "", "", "Be concise.", "You are a careful tutor.", "Reply in English."]
 
 _CALCULATOR_XML_TOOL = json.dumps(
     {
@@ -148,23 +152,28 @@ def _kwargs(rng: random.Random, thinking: bool) -> dict[str, Any]:
     roll = rng.random()
     return {
         "enable_thinking": thinking,
-        "custom_instructions": rng.choice(_CUSTOM_INSTRUCTIONS),
+        # SmolTalk2 keeps a row's system prompt here. trl-smol's row validation and template do not read this key
+        # yet (tests/test_mixtures.py::test_smoltalk2_custom_instructions_kwarg_is_accepted), so the demo leaves it
+        # unset and puts the instructions in a system message, where the SmolLM3 template reads them.
+        "custom_instructions": None,
         # A few rows declare tools they do not need, as in SmolTalk2's tool-calling splits: the format still holds.
-        "xml_tools": [_CALCULATOR_XML_TOOL] if roll < 0.04 else None,
-        "python_tools": [_LOOKUP_PYTHON_TOOL] if 0.04 <= roll < 0.08 else None,
+        "xml_tools": [_CALCULATOR_XML_TOOL] if roll < 0.03 else None,
+        "python_tools": [_LOOKUP_PYTHON_TOOL] if 0.03 <= roll < 0.06 else None,
     }
 
 
 def demo_rows(num_rows: int = DEFAULT_NUM_ROWS, seed: int = DEFAULT_SEED) -> list[dict[str, Any]]:
     """The training rows: `num_rows` conversations, half think and half no_think, identical for the same arguments.
 
-    About one row in ten is a two-turn conversation (two questions, both answered in the format).
+    About one row in ten is a two-turn conversation (two questions, both answered in the format). Custom
+    instructions (every think row, some no_think rows) are a system message.
     """
     rng = random.Random(seed)
     rows = []
     for index in range(num_rows):
         thinking = index % 2 == 0
-        messages = []
+        instructions = rng.choice(_THINK_INSTRUCTIONS if thinking else _NO_THINK_INSTRUCTIONS)
+        messages = [{"role": "system", "content": instructions}] if instructions else []
         for _ in range(2 if rng.random() < 0.1 else 1):
             question, reasoning, value = rng.choice(TASKS)(rng, False)
             messages.append({"role": "user", "content": question})
@@ -176,6 +185,8 @@ def demo_rows(num_rows: int = DEFAULT_NUM_ROWS, seed: int = DEFAULT_SEED) -> lis
 def heldout_prompts(num_prompts: int = 20, seed: int = 99) -> list[dict[str, Any]]:
     """Questions that are not in [`demo_rows`], as `{"messages", "chat_template_kwargs", "expected"}`, half think.
 
+    Think prompts carry one of the training set's short instructions as a system message, as think rows do.
+
     `expected` is the correct value; the demo checks the format ([`has_demo_behaviour`]), not the value, since a
     135M model gets arithmetic wrong.
     """
@@ -183,12 +194,12 @@ def heldout_prompts(num_prompts: int = 20, seed: int = 99) -> list[dict[str, Any
     prompts = []
     for index in range(num_prompts):
         question, _, value = TASKS[index % len(TASKS)](rng, True)
+        thinking = index % 2 == 1
+        messages = [{"role": "user", "content": question}]
+        if thinking:
+            messages.insert(0, {"role": "system", "content": _THINK_INSTRUCTIONS[index % len(_THINK_INSTRUCTIONS)]})
         prompts.append(
-            {
-                "messages": [{"role": "user", "content": question}],
-                "chat_template_kwargs": {"enable_thinking": index % 2 == 1},
-                "expected": value,
-            }
+            {"messages": messages, "chat_template_kwargs": {"enable_thinking": thinking}, "expected": value}
         )
     return prompts
 

@@ -1,0 +1,293 @@
+"""The CPU demo: its data set, the behaviour checker, the model card, and the whole run through the stock `trl sft`.
+
+The slow test is the foundation issue's acceptance test: `trl sft --config recipes/smollm3_demo.yaml` trains, and the
+result, loaded back without the plugin, answers held-out questions in the trained format where the base model does
+not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from trl_smol import demo_data
+from trl_smol.demo_data import ANSWER_MARKER, demo_rows, has_demo_behaviour, heldout_prompts
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "smollm3_demo.yaml"
+DEMO_DATA = REPO / "recipes" / "data" / "smollm3_demo.jsonl"
+
+
+def _user_turns(messages: list[dict]) -> list[str]:
+    return [m["content"] for m in messages if m["role"] == "user"]
+
+
+# --- the data set ---------------------------------------------------------------------------------------------------
+def test_committed_demo_data_is_what_the_generator_writes(tmp_path):
+    out = tmp_path / "demo.jsonl"
+    assert demo_data.main(["--out", str(out)]) == 0
+    assert out.read_bytes() == DEMO_DATA.read_bytes(), "regenerate: python -m trl_smol.demo_data"
+
+
+def test_demo_rows_are_deterministic_and_seeded():
+    assert demo_rows() == demo_rows()
+    assert demo_rows(seed=1) != demo_rows(seed=2)
+    assert len(demo_rows(num_rows=50)) == 50
+
+
+def test_demo_data_has_smoltalk2_sft_columns():
+    from datasets import load_dataset
+
+    dataset = load_dataset("json", data_files=str(DEMO_DATA), split="train")
+    assert set(dataset.column_names) == {"messages", "chat_template_kwargs"}
+    assert set(dataset.features["chat_template_kwargs"]) == {
+        "enable_thinking",
+        "custom_instructions",
+        "xml_tools",
+        "python_tools",
+    }
+    assert dataset.features["chat_template_kwargs"]["enable_thinking"].dtype == "bool"
+    assert dataset.features["chat_template_kwargs"]["xml_tools"].feature.dtype == "string"
+    assert 300 <= len(dataset) <= 400
+
+
+def test_every_answer_has_the_format_and_think_rows_reason_first():
+    rows = demo_rows()
+    think = [row for row in rows if row["chat_template_kwargs"]["enable_thinking"]]
+    assert len(think) == len(rows) // 2
+    for row in rows:
+        thinking = row["chat_template_kwargs"]["enable_thinking"]
+        for message in row["messages"]:
+            if message["role"] == "assistant":
+                assert has_demo_behaviour(message["content"]), message
+                assert message["content"].startswith("<think>\n") == thinking, message
+    # Some rows declare tools, as SmolTalk2's tool splits do, and some have two turns.
+    assert any(row["chat_template_kwargs"]["xml_tools"] for row in rows)
+    assert any(row["chat_template_kwargs"]["python_tools"] for row in rows)
+    assert any(len(_user_turns(row["messages"])) == 2 for row in rows)
+
+
+def test_heldout_prompts_are_not_in_the_training_data():
+    trained = {question for row in demo_rows() for question in _user_turns(row["messages"])}
+    prompts = heldout_prompts()
+    assert len(prompts) == 20
+    assert not trained & {question for p in prompts for question in _user_turns(p["messages"])}
+    assert {p["chat_template_kwargs"]["enable_thinking"] for p in prompts} == {True, False}
+    assert heldout_prompts() == prompts
+
+
+def test_demo_rows_pass_the_plugins_validation_and_render_with_the_smollm3_template(tiny_tokenizer):
+    from datasets import Dataset
+
+    from trl_smol import SmolSFTConfig
+    from trl_smol.chat_template import apply_smollm3_template
+    from trl_smol.data import prepare_conversations
+
+    apply_smollm3_template(tiny_tokenizer)
+    dataset = Dataset.from_list(demo_rows())
+    args = SmolSFTConfig(output_dir="unused", bf16=False, report_to="none")
+    prepared = prepare_conversations(dataset, args=args, processing_class=tiny_tokenizer)
+    assert len(prepared) == len(dataset)  # no row rejected
+    row = prepared[0]
+    kwargs = {key: value for key, value in row["chat_template_kwargs"].items() if value is not None}
+    text = tiny_tokenizer.apply_chat_template(row["messages"], tokenize=False, **kwargs)
+    assert "Reasoning Mode: /think" in text and "<think>\n" in text and f"{ANSWER_MARKER} " in text
+
+
+# --- the checker ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text",
+    [
+        "🟢 Answer: Paris",
+        "🟢 Answer: 42<|im_end|>",
+        "<think>\n6 times 7 is 42.\n</think>\n🟢 Answer: 42",
+        "<think>\n\n</think>\n🟢 Answer: cold",
+        "  🟢 Answer: TOMATO\nsome text after the answer line",
+    ],
+)
+def test_checker_accepts_the_trained_format(text):
+    assert has_demo_behaviour(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The capital of France is Paris.",
+        "Answer: Paris",  # no marker
+        "🟢 Answer:",  # no value
+        "🟢 Answer:Paris",  # no space
+        "Sure! 🟢 Answer: Paris",  # not at the start
+        "<think>\nThe capital is Paris.\n🟢 Answer: Paris",  # reasoning never closed
+        "<think>\nParis.\n</think>\nThe capital is Paris.\n🟢 Answer: Paris",  # answer not first after reasoning
+        "",
+    ],
+)
+def test_checker_rejects_other_replies(text):
+    assert not has_demo_behaviour(text)
+
+
+# --- the model card -------------------------------------------------------------------------------------------------
+def test_model_card_records_base_model_recipe_data_versions_loss_and_samples(tiny_model_dir, tmp_path):
+    import trl
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    from trl_smol import SmolSFTConfig, SmolSFTTrainer, __version__
+
+    args = SmolSFTConfig(
+        output_dir=str(tmp_path / "out"),
+        bf16=False,
+        report_to="none",
+        max_steps=2,
+        logging_steps=1,
+        learning_rate=3e-3,
+        per_device_train_batch_size=2,
+        save_strategy="steps",
+        save_steps=100,  # only the final save, which writes the card
+        sample_prompts=[
+            {
+                "messages": [{"role": "user", "content": "What is 2+2?"}],
+                "chat_template_kwargs": {"enable_thinking": False},
+            }
+        ],
+        sample_max_new_tokens=4,
+        sample_every_n_steps=2,
+        max_length=128,
+    )
+    trainer = SmolSFTTrainer(
+        model=tiny_model_dir,
+        args=args,
+        train_dataset=Dataset.from_list(demo_rows(num_rows=8)),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    trainer.train()
+
+    card = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    assert f"- Identifier: `{tiny_model_dir}`" in card
+    assert "learning_rate: 0.003" in card and "max_steps: 2" in card  # settings that differ from the defaults
+    assert "num_train_epochs" not in card  # defaults are left out
+    assert "r: 4" in card and "lora_alpha: 8" in card
+    assert "Training examples after preparation: 8." in card
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert f"- Final training loss: {losses[-1]:.4f} (step 2)" in card
+    assert "## Samples (step 2)" in card and "**Prompt:** What is 2+2?" in card
+    assert f"- trl-smol {__version__}" in card and f"- TRL {trl.__version__}" in card
+    assert re.search(r"^- Transformers \d", card, re.MULTILINE)
+    assert "trl-smol features: " in card and "callbacks=samples" in card
+    assert "AutoPeftModelForCausalLM.from_pretrained" in card
+
+
+def test_model_card_names_the_demo_model_by_its_identifier(tmp_path, monkeypatch):
+    from trl_smol.model_card import model_identifier, recipe_from_argv
+    from trl_smol.models import DEMO_MODEL_ID, demo_model_dir
+
+    monkeypatch.setenv("TRL_SMOL_CACHE", str(tmp_path / "cache"))
+    demo_model_dir().mkdir(parents=True)
+    assert model_identifier(str(demo_model_dir())) == DEMO_MODEL_ID
+    assert model_identifier("HuggingFaceTB/SmolLM3-3B") == "HuggingFaceTB/SmolLM3-3B"
+    assert model_identifier(str(tmp_path)) == str(tmp_path)
+
+    path, recipe = recipe_from_argv(["sft.py", "--config", str(RECIPE), "--max_steps", "3"])
+    assert path == str(RECIPE) and recipe["model_name_or_path"] == DEMO_MODEL_ID
+    assert recipe_from_argv(["python", "train.py"]) == (None, {})
+
+
+# --- the demo, end to end -------------------------------------------------------------------------------------------
+# Loads the output dir as a user would, without the plugin (TRL_SMOL_DISABLE=1), and generates greedily from the
+# held-out prompts with the adapter on and, for the baseline, off (the untrained base model, same tokenizer).
+_EVALUATE = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+    from trl_smol.demo_data import has_demo_behaviour, heldout_prompts
+
+    output_dir = sys.argv[1]
+    model = AutoPeftModelForCausalLM.from_pretrained(output_dir)
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    tokenizer.padding_side = "left"
+    prompts = heldout_prompts()
+    texts = [
+        tokenizer.apply_chat_template(m["messages"], tokenize=False, add_generation_prompt=True, **kwargs)
+        for m in prompts
+        for kwargs in [m["chat_template_kwargs"]]
+    ]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+    def replies():
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=40, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    trained = replies()
+    with model.disable_adapter():
+        base = replies()
+    print(json.dumps({
+        "trained": [has_demo_behaviour(r) for r in trained], "base": [has_demo_behaviour(r) for r in base],
+        "trained_replies": trained, "base_replies": base,
+    }))
+    """
+)
+
+
+@pytest.mark.slow
+def test_demo_recipe_trains_with_stock_trl_sft_and_the_behaviour_generalises(tmp_path):
+    from transformers import AutoTokenizer
+
+    from trl_smol.chat_template import SMOLLM3_CHAT_TEMPLATE
+
+    output_dir = tmp_path / "smollm3-demo"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRACKIO_DIR": str(tmp_path / "trackio")}
+    env.pop("TRL_SMOL_DISABLE", None)
+    # Fewer steps than the recipe's 30 (the format is learnt by step 20, loss ~0.2) and two sample passes: CI is short.
+    command = ["trl", "sft", "--config", "recipes/smollm3_demo.yaml", "--output_dir", str(output_dir)]
+    command += ["--max_steps", "20", "--sample_every_n_steps", "20"]
+    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-6000:]
+    assert re.search(r"^trl-smol \S+ active \(trl sft\): .*chat_template=smollm3", log, re.MULTILINE), log[-3000:]
+
+    # What the output dir holds: adapter, tokenizer with the SmolLM3 template, samples, model card.
+    names = {path.name for path in output_dir.iterdir()}
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "samples.jsonl",
+        "README.md",
+    } <= names
+    adapter_config = json.loads((output_dir / "adapter_config.json").read_text())
+    assert Path(adapter_config["base_model_name_or_path"]).is_dir()  # loads without the plugin's identifier
+    assert AutoTokenizer.from_pretrained(output_dir).chat_template == SMOLLM3_CHAT_TEMPLATE
+    samples = [json.loads(line) for line in (output_dir / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {row["step"] for row in samples} == {0, 20}
+
+    card = (output_dir / "README.md").read_text(encoding="utf-8")
+    assert "- Identifier: `trl-smol/SmolLM3-demo-135M`" in card
+    assert f"- Resolved checkpoint: `{adapter_config['base_model_name_or_path']}`" in card
+    assert "Started as `trl sft --config recipes/smollm3_demo.yaml`" in card
+    assert "data_files: recipes/data/smollm3_demo.jsonl" in card and "max_steps: 20" in card
+    assert re.search(r"- Final training loss: \d+\.\d{4} \(step 20\)", card) and "## Samples (step 20)" in card
+
+    # Load back without the plugin and measure the behaviour on held-out prompts.
+    evaluation = subprocess.run(
+        [sys.executable, "-c", _EVALUATE, str(output_dir)],
+        env={**env, "TRL_SMOL_DISABLE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert evaluation.returncode == 0, evaluation.stderr[-4000:]
+    result = json.loads(evaluation.stdout.strip().splitlines()[-1])
+    trained_rate = sum(result["trained"]) / len(result["trained"])
+    base_rate = sum(result["base"]) / len(result["base"])
+    assert trained_rate >= 0.8, result["trained_replies"]
+    assert base_rate <= 0.1, result["base_replies"]
