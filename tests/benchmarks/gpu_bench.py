@@ -292,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         raise SystemExit("gpu_bench.py needs a CUDA GPU (torch.cuda.is_available() is False).")
     ensure_installed(args.wheels, allow=not args.no_install)
-    sys.path.insert(0, str(HERE))
+    # An install made just now is not on this process's path yet (site .pth files are read at start-up); the case
+    # processes start fresh and find it.
+    sys.path[:0] = [str(HERE), str(REPO_ROOT)]
     from gpu_memory import build_random_checkpoint
 
     device = torch.cuda.get_device_name()
