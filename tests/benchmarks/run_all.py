@@ -92,7 +92,13 @@ def markdown(report: dict) -> str:
     header = [
         "# trl-smol benchmark report",
         "",
-        f"Machine: {describe_machine(report['machine'])}.",
+        f"Machine: {describe_machine(report['machine'])}"
+        + (
+            f"; load at the end {report['machine']['load_average_end'][0]:.1f}"
+            if report["machine"].get("load_average_end")
+            else ""
+        )
+        + ".",
         f"Date: {report['generated']}; suite wall time {report['total_seconds'] / 60:.1f} min"
         + (" (quick sizes: not the reference figures)" if report["quick"] else "")
         + ".",
