@@ -140,6 +140,12 @@ def test_throughput_leaves_the_warmup_steps_out():
     assert gpu_bench.throughput(step_ends, 2048, warmup_steps=4) is None
 
 
+def test_gpu_cases_stop_at_the_deadline():
+    assert gpu_bench.case_timeout(0, 470, 180) == 180
+    assert gpu_bench.case_timeout(400, 470, 180) == 70  # killed at the deadline
+    assert gpu_bench.case_timeout(470 - gpu_bench.MIN_CASE_S + 1, 470, 180) is None  # too late to start one
+
+
 def test_gpu_cases_are_parsed_with_a_clear_error():
     parser = gpu_bench.build_parser()
     args = parser.parse_args(["--cases", "qlora:stock", "full:plugin", "--steps", "4"])
