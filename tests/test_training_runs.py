@@ -173,6 +173,7 @@ def test_trackio_local_store_holds_metrics_config_and_sample_tables(tmp_path, ti
     assert "train/loss" in stored["keys"]
     assert any("samples" in key and key != "samples/seconds" for key in stored["keys"]), stored["keys"]
     assert "samples/seconds" in stored["keys"]
+    assert any("memory/" in key for key in stored["keys"]), stored["keys"]  # the memory callback runs first
     config = stored["config"]
     assert config["memory_preset"] == "cpu"
     assert config["max_steps"] == 4

@@ -40,7 +40,8 @@ def available_subcommands() -> dict[str, tuple[str, str]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trl-smol",
-        description="Tools for fine-tuning SmolLM3 with TRL. Train with the stock command: trl sft --config recipe.yaml",
+        description="Tools for fine-tuning SmolLM3 with TRL. "
+        "Train with the stock command: trl sft --config recipe.yaml",
     )
     parser.add_argument("--version", action="version", version=f"trl-smol {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -120,6 +120,7 @@ class SmolSFTTrainer(SFTTrainer):
             quantization_config=quantization_config,
             **kwargs,
         )
+        self._logging_callbacks_first()
         self._print_banner()
 
     # --- features ------------------------------------------------------------------------------------------------
@@ -172,6 +173,15 @@ class SmolSFTTrainer(SFTTrainer):
         if names:
             self._smol_features["callbacks"] = ",".join(names)
         return [load_callback(name, args) for name in names]
+
+    def _logging_callbacks_first(self) -> None:
+        """Callbacks that add values to `logs` (memory) run before the reporters (trackio, wandb) that send them."""
+        from .callbacks.memory import MemoryMonitorCallback
+
+        handler = self.callback_handler.callbacks
+        for callback in [c for c in handler if isinstance(c, MemoryMonitorCallback)]:
+            handler.remove(callback)
+            handler.insert(0, callback)
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
         from .data import can_tokenize_fast, prepare_conversations, tokenize_conversations
