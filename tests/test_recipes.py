@@ -46,6 +46,8 @@ def test_recipe_trains_smollm3_base_on_the_published_smoltalk2_mixture(recipe):
     assert isinstance(dataset_args, SmolDatasetMixtureConfig) and dataset_args.think_share is None
     assert [vars(d) for d in dataset_args.datasets] == [vars(d) for d in smoltalk2_mixture()]
     assert script_args.dataset_name is None  # the mixture is the only data source
+    # A Base model has no habit of the open system turn: train regular ChatML.
+    assert training_args.chat_template_kwargs == {"close_system_turn": True}
 
 
 @pytest.mark.parametrize("recipe", SMOLLM3_RECIPES)
