@@ -22,36 +22,9 @@ import subprocess
 import sys
 import tempfile
 
+from trl_smol.callbacks.memory import current_rss, peak_rss, reset_peak_rss  # the callback measures the same way
+
 DEFAULT_CASES = [("lora", 256), ("lora", 512), ("full", 256), ("full", 512)]
-
-
-def current_rss() -> int:
-    import psutil
-
-    return psutil.Process().memory_info().rss
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's high-water mark of this process (Linux >= 4.0); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as file:
-            file.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss() -> int:
-    try:
-        with open("/proc/self/status") as file:
-            for line in file:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run_case(method: str, max_length: int, batch_size: int, steps: int) -> dict:
