@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from trl_smol import demo_data
 from trl_smol.demo_data import ANSWER_MARKER, demo_rows, has_demo_behaviour, heldout_prompts
@@ -109,7 +110,7 @@ def test_demo_rows_pass_the_plugins_validation_and_render_with_the_smollm3_templ
         "🟢 Answer: 42<|im_end|>",
         "<think>\n6 times 7 is 42.\n</think>\n🟢 Answer: 42",
         "<think>\n\n</think>\n🟢 Answer: cold",
-        "  🟢 Answer: TOMATO\nsome text after the answer line",
+        "  🟢 Answer: Mexico City\n",
     ],
 )
 def test_checker_accepts_the_trained_format(text):
@@ -126,6 +127,10 @@ def test_checker_accepts_the_trained_format(text):
         "Sure! 🟢 Answer: Paris",  # not at the start
         "<think>\nThe capital is Paris.\n🟢 Answer: Paris",  # reasoning never closed
         "<think>\nParis.\n</think>\nThe capital is Paris.\n🟢 Answer: Paris",  # answer not first after reasoning
+        "🟢 Answer: TOMATO\nsome text after the answer line",  # did not stop
+        "🟢 Answer: 9 times 3 is 27.\n</think>\n🟢 Answer: 27",  # reasoning in no_think mode, then a second answer
+        "🟢 Answer: 27 </think>",
+        "<think>\nOne.\n</think>\n<think>\nTwo.\n</think>\n🟢 Answer: 2",  # two reasoning blocks
         "",
     ],
 )
@@ -247,9 +252,10 @@ def test_demo_recipe_trains_with_stock_trl_sft_and_the_behaviour_generalises(tmp
     output_dir = tmp_path / "smollm3-demo"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRACKIO_DIR": str(tmp_path / "trackio")}
     env.pop("TRL_SMOL_DISABLE", None)
-    # Fewer steps than the recipe's 30 (the format is learnt by step 20, loss ~0.2) and two sample passes: CI is short.
+    # The recipe's own training; only the sample passes are cut to two (before and after) to keep CI short.
+    steps = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))["max_steps"]
     command = ["trl", "sft", "--config", "recipes/smollm3_demo.yaml", "--output_dir", str(output_dir)]
-    command += ["--max_steps", "20", "--sample_every_n_steps", "20"]
+    command += ["--sample_every_n_steps", str(steps)]
     run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-6000:]
@@ -268,14 +274,15 @@ def test_demo_recipe_trains_with_stock_trl_sft_and_the_behaviour_generalises(tmp
     assert Path(adapter_config["base_model_name_or_path"]).is_dir()  # loads without the plugin's identifier
     assert AutoTokenizer.from_pretrained(output_dir).chat_template == SMOLLM3_CHAT_TEMPLATE
     samples = [json.loads(line) for line in (output_dir / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert {row["step"] for row in samples} == {0, 20}
+    assert {row["step"] for row in samples} == {0, steps}
 
     card = (output_dir / "README.md").read_text(encoding="utf-8")
     assert "- Identifier: `trl-smol/SmolLM3-demo-135M`" in card
     assert f"- Resolved checkpoint: `{adapter_config['base_model_name_or_path']}`" in card
     assert "Started as `trl sft --config recipes/smollm3_demo.yaml`" in card
-    assert "data_files: recipes/data/smollm3_demo.jsonl" in card and "max_steps: 20" in card
-    assert re.search(r"- Final training loss: \d+\.\d{4} \(step 20\)", card) and "## Samples (step 20)" in card
+    assert "data_files: recipes/data/smollm3_demo.jsonl" in card and f"max_steps: {steps}" in card
+    assert re.search(rf"- Final training loss: \d+\.\d{{4}} \(step {steps}\)", card)
+    assert f"## Samples (step {steps})" in card
 
     # Load back without the plugin and measure the behaviour on held-out prompts.
     evaluation = subprocess.run(
@@ -289,5 +296,6 @@ def test_demo_recipe_trains_with_stock_trl_sft_and_the_behaviour_generalises(tmp
     result = json.loads(evaluation.stdout.strip().splitlines()[-1])
     trained_rate = sum(result["trained"]) / len(result["trained"])
     base_rate = sum(result["base"]) / len(result["base"])
+    print(f"held-out prompts in the trained format: {trained_rate:.0%} after training, {base_rate:.0%} before")
     assert trained_rate >= 0.8, result["trained_replies"]
     assert base_rate <= 0.1, result["base_replies"]

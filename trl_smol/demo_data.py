@@ -205,26 +205,28 @@ def heldout_prompts(num_prompts: int = 20, seed: int = 99) -> list[dict[str, Any
 
 
 _THINK_BLOCK = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
-_ANSWER_LINE = re.compile(rf"^{re.escape(ANSWER_MARKER)} \S[^\n]*$")
+_ANSWER_LINE = re.compile(rf"{re.escape(ANSWER_MARKER)} [^\s<][^\n<]*")
 
 
 def has_demo_behaviour(text: str) -> bool:
-    """Whether a generated reply shows the trained format: an optional `<think>` block, then `🟢 Answer: <value>`.
+    """Whether a generated reply is in the trained format: an optional `<think>` block, then one line
+    `🟢 Answer: <value>`, then nothing (the model stopped).
 
-    The answer must be the first line after the reasoning. Text after the answer line (a model that does not stop)
-    still counts; an unclosed `<think>` block, a missing marker or an empty value does not.
+    Decode with `skip_special_tokens=True`; a trailing `<|im_end|>` is accepted too. An unclosed or repeated
+    `<think>` block, a missing marker, an empty value or text after the answer line (a model that does not stop) is
+    not the behaviour.
 
     ```python
     has_demo_behaviour("🟢 Answer: Paris")                                        # True
     has_demo_behaviour("<think>\\nThe capital is Paris.\\n</think>\\n🟢 Answer: Paris")  # True
     has_demo_behaviour("The capital of France is Paris.")                        # False
+    has_demo_behaviour("🟢 Answer: 27.\\n</think>\\n🟢 Answer: 27.")              # False: did not stop
     ```
     """
-    reply = _THINK_BLOCK.sub("", text, count=1) if text.lstrip().startswith("<think>") else text
-    if "<think>" in reply:
-        return False
-    first_line = reply.strip().split("\n", 1)[0].strip()
-    return bool(_ANSWER_LINE.match(first_line))
+    reply = text.replace("<|im_end|>", "")
+    if reply.lstrip().startswith("<think>"):
+        reply = _THINK_BLOCK.sub("", reply, count=1)
+    return bool(_ANSWER_LINE.fullmatch(reply.strip()))
 
 
 def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> Path:
