@@ -171,6 +171,8 @@ def test_trl_sft_trains_with_smol_sft_trainer_and_prints_the_banner(tmp_path, ti
     assert "chat_template=smollm3" in banner[0]  # the tiny tokenizer has no template, like SmolLM3-3B-Base
     saved = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
     assert saved["eos_token"] == "<|im_end|>"
+    card = (tmp_path / "out" / "README.md").read_text()  # written by the final save even without checkpoints
+    assert "trl-smol" in card and "- smollm3" in card
 
 
 # --- the Python API: drop-in -------------------------------------------------------------------------------------

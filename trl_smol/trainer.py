@@ -61,6 +61,8 @@ class SmolSFTTrainer(SFTTrainer):
     - callbacks by name from the `trl_smol.callbacks` entry-point group (`callbacks`).
     """
 
+    _tag_names = ["trl", "sft", "trl-smol", "smollm3"]
+
     def __init__(
         self,
         model: Any,
@@ -196,6 +198,14 @@ class SmolSFTTrainer(SFTTrainer):
                     dataset, processing_class, args=args, chat_template=self.chat_template, dataset_name=dataset_name
                 )
         return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save as TRL does, then write the model card, also when the run made no checkpoint (`save_strategy: no`)."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        if not _internal_call and (
+            output_dir is None or os.path.abspath(output_dir) == os.path.abspath(self.args.output_dir)
+        ):
+            self.create_model_card()
 
     def create_model_card(
         self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
