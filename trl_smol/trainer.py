@@ -44,7 +44,8 @@ def _to_smol_config(args: TrainingArguments | None, model: Any) -> SmolSFTConfig
         name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
         return SmolSFTConfig(f"{os.path.basename(str(name).rstrip('/'))}-SFT")
     values = {k: v for k, v in args.to_dict().items() if k in SmolSFTConfig.__dataclass_fields__}
-    values["hub_token"] = args.hub_token  # to_dict hides it
+    # to_dict masks every `*_token` field (hub_token, eos_token, pad_token): take their real values.
+    values.update({key: getattr(args, key) for key in values if key.endswith("_token")})
     # A plain TrainingArguments has no SFT fields: TRL's SFT defaults apply to them, as in SFTTrainer.
     return SmolSFTConfig(**values)
 
