@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     machine["load_average_end"] = machine_info()["load_average"]
     report = {
         "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python tests/benchmarks/run_all.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python tests/benchmarks/run_all.py", *(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick,
         "machine": machine,
         "total_seconds": round(time.perf_counter() - started, 1),
