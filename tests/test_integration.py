@@ -233,3 +233,16 @@ def test_banner_names_version_and_features(tiny_model, tiny_tokenizer, chat_rows
     )
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trl-smol")]
     assert lines == [f"trl-smol {__version__} active (python): chat_template=smollm3 (tokenizer had no chat template)"]
+
+
+def test_patch_swaps_names_only_for_the_role():
+    from types import SimpleNamespace
+
+    from trl_smol.integration import patch_trl
+
+    cli, script = SimpleNamespace(), SimpleNamespace()
+    patch_trl(cli, "cli")
+    patch_trl(script, "script")
+    assert {name for name in vars(cli)} == {"SFTConfig", "TrlParser"}
+    assert {name for name in vars(script)} == {"SFTConfig", "TrlParser", "SFTTrainer", "get_dataset"}
+    assert script.SFTTrainer.__name__ == "SmolSFTTrainer" and script.get_dataset.__module__ == "trl_smol.mixtures"

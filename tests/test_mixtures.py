@@ -120,3 +120,22 @@ def test_smoltalk2_custom_instructions_kwarg_is_accepted(tiny_model, tiny_tokeni
     args = SmolSFTConfig(output_dir=str(tmp_path), bf16=False, report_to="none", max_length=256)
     trainer = SmolSFTTrainer(model=tiny_model, args=args, train_dataset=dataset, processing_class=tiny_tokenizer)
     assert "Answer in one sentence." in tiny_tokenizer.decode(trainer.train_dataset[0]["input_ids"])
+
+
+def test_a_mixture_whose_columns_disagree_fails_naming_both_entries(tmp_path):
+    import json
+
+    from trl.scripts.utils import DatasetConfig, DatasetMixtureConfig
+
+    from trl_smol.mixtures import MixtureColumnsError, check_mixture_columns
+
+    chats, texts = tmp_path / "chats.jsonl", tmp_path / "texts.jsonl"
+    chats.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"}]}) + "\n")
+    texts.write_text(json.dumps({"text": "Hello"}) + "\n")
+    mixture = DatasetMixtureConfig(
+        datasets=[DatasetConfig(path="json", data_files=str(chats)), DatasetConfig(path="json", data_files=str(texts))]
+    )
+    with pytest.raises(MixtureColumnsError, match=r"\['messages'\].*\['text'\]"):
+        check_mixture_columns(mixture)
+    same = DatasetMixtureConfig(datasets=[DatasetConfig(path="json", data_files=str(chats))] * 2)
+    check_mixture_columns(same)  # agreeing columns pass

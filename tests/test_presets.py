@@ -324,3 +324,26 @@ def test_without_a_preset_out_of_memory_errors_stay_stock(tmp_path, tiny_model_d
     )
     with pytest.raises(torch.OutOfMemoryError, match="Tried to allocate"):
         trainer.train()
+
+
+def test_four_bit_without_a_bitsandbytes_backend_fails_before_loading_naming_what_works(
+    monkeypatch, tiny_model_dir, chat_rows, tmp_path
+):
+    import bitsandbytes.functional
+    from datasets import Dataset
+    from transformers import BitsAndBytesConfig
+
+    from trl_smol import SmolSFTConfig, SmolSFTTrainer
+
+    def no_backend(*args, **kwargs):
+        raise NotImplementedError("no 4-bit kernel for this device")
+
+    monkeypatch.setattr(bitsandbytes.functional, "quantize_4bit", no_backend)
+    args = SmolSFTConfig(output_dir=str(tmp_path), bf16=False, report_to="none")
+    with pytest.raises(RuntimeError, match=r"cannot quantize to 4-bit.*no 4-bit kernel.*memory_preset: auto"):
+        SmolSFTTrainer(
+            model=tiny_model_dir,
+            args=args,
+            train_dataset=Dataset.from_list(chat_rows),
+            quantization_config=BitsAndBytesConfig(load_in_4bit=True),
+        )

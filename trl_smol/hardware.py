@@ -166,3 +166,21 @@ def detect_hardware() -> HardwareInfo:
         )
 
     return HardwareInfo(accelerator="cpu", notes=("no accelerator found: training runs on the CPU",), **host)
+
+
+def bitsandbytes_4bit_error(device: str | None = None) -> str | None:
+    """Why bitsandbytes cannot quantize to 4-bit on `device` (default: CUDA if present, else CPU); None if it can.
+
+    Importing bitsandbytes is not enough (it imports without a backend for the device), so a tiny NF4 quantisation is
+    tried on the device, as loading a 4-bit model would.
+    """
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        import bitsandbytes.functional as bnb_functional
+
+        bnb_functional.quantize_4bit(torch.ones(64, dtype=torch.float32, device=device), quant_type="nf4")
+    except Exception as error:  # ImportError, RuntimeError or NotImplementedError from a missing backend
+        return f"{type(error).__name__}: {error}"
+    return None

@@ -9,13 +9,15 @@
 
 TRL reads no plugin entry point, so the package installs `trl_smol.pth` into site-packages. Python executes it at
 start-up of every interpreter; it calls [`install`], which looks at `sys.argv` and, only in those two kinds of
-process, registers a post-import hook (wrapt) on `trl`. When `trl` is imported, the hook replaces three names on the
+process, registers a post-import hook (wrapt) on `trl`. When `trl` is imported, the hook replaces these names on the
 `trl` module of that process:
 
 - `trl.SFTConfig` -> [`SmolSFTConfig`]: `trl sft --help` lists the plugin options and recipes may use its keys;
 - `trl.TrlParser` -> [`SmolTrlParser`]: a recipe key that neither TRL, the plugin nor `accelerate launch` knows
   fails at once, naming the key and the closest valid one (stock TRL would pass it to `accelerate launch`);
-- `trl.SFTTrainer` -> [`SmolSFTTrainer`] (script process only): the trainer that trains is the plugin's.
+- `trl.SFTTrainer` -> [`SmolSFTTrainer`] (script process only): the trainer that trains is the plugin's;
+- `trl.get_dataset` -> [`trl_smol.mixtures.get_dataset`] (script process only): a `datasets:` mixture whose entries
+  have different columns fails naming both, where TRL would fill the gaps with nulls.
 
 Every other process, including a user's own program that imports trl, is left alone: `from trl import SFTTrainer`
 returns TRL's class there. `TRL_SMOL_DISABLE=1` switches everything off.
@@ -86,7 +88,9 @@ def patch_trl(trl_module, role: str) -> None:
     trl_module.SFTConfig = SmolSFTConfig
     trl_module.TrlParser = SmolTrlParser
     if role == "script":
+        from .mixtures import get_dataset
         from .trainer import SmolSFTTrainer
 
         trl_module.SFTTrainer = SmolSFTTrainer
+        trl_module.get_dataset = get_dataset
         os.environ[ACTIVE_ENV] = "1"

@@ -206,3 +206,47 @@ class SmolDatasetMixtureConfig(DatasetMixtureConfig):
         super().__post_init__()
         if self.think_share is not None and self.datasets:
             rescale_think_share(self.datasets, self.think_share)
+
+
+class MixtureColumnsError(ValueError):
+    """Two datasets of a mixture have different columns: concatenating them would leave holes in every row."""
+
+
+def check_mixture_columns(mixture: DatasetMixtureConfig) -> None:
+    """Raise [`MixtureColumnsError`] naming the first two mixture entries whose columns disagree.
+
+    `datasets.concatenate_datasets` aligns differing columns by filling them with nulls, so a mixture of, say, a
+    `messages` split and a `text` split would train on half-empty rows. Each entry is loaded as TRL loads it (the
+    second load, in `trl.get_dataset`, then comes from the cache). Streaming mixtures are not checked.
+    """
+    import datasets
+
+    if mixture.streaming or len(mixture.datasets) < 2:
+        return
+    first_columns, first_name = None, None
+    for config in mixture.datasets:
+        dataset = datasets.load_dataset(
+            path=config.path,
+            name=config.name,
+            data_dir=config.data_dir,
+            data_files=config.data_files,
+            split=config.split,
+        )
+        columns = sorted(config.columns if config.columns is not None else dataset.column_names)
+        name = f"{config.path}" + (f" ({config.name})" if config.name else "") + f" split `{config.split}`"
+        if first_columns is None:
+            first_columns, first_name = columns, name
+        elif columns != first_columns:
+            raise MixtureColumnsError(
+                f"The dataset mixture mixes columns: {first_name} has {first_columns} but {name} has {columns}. "
+                "Give every entry the same columns, e.g. with `columns: [messages, chat_template_kwargs]`, or convert "
+                "the data first."
+            )
+
+
+def get_dataset(mixture: DatasetMixtureConfig):
+    """TRL's `get_dataset` after [`check_mixture_columns`]; `trl sft` uses it when the plugin is active."""
+    from trl.scripts.utils import get_dataset as trl_get_dataset
+
+    check_mixture_columns(mixture)
+    return trl_get_dataset(mixture)

@@ -97,6 +97,7 @@ class SmolSFTTrainer(SFTTrainer):
             model = resolve_model_name(model)
         model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", None)
 
+        _check_4bit_backend(quantization_config)
         # Memory preset: may change args, and choose LoRA / QLoRA when the run did not say.
         peft_config, quantization_config = self._apply_memory_preset(
             args, model_name, peft_config, quantization_config
@@ -227,6 +228,22 @@ class SmolSFTTrainer(SFTTrainer):
         features = ", ".join(f"{key}={value}" for key, value in self._smol_features.items()) or "no features enabled"
         entry = "trl sft" if os.environ.get(ACTIVE_ENV) else "python"
         print(f"trl-smol {__version__} active ({entry}): {features}", flush=True)
+
+
+def _check_4bit_backend(quantization_config: Any) -> None:
+    """Asking for 4-bit weights where bitsandbytes has no 4-bit backend fails before loading, saying what to do."""
+    if not getattr(quantization_config, "load_in_4bit", False):
+        return
+    from .hardware import bitsandbytes_4bit_error
+
+    error = bitsandbytes_4bit_error()
+    if error is not None:
+        raise RuntimeError(
+            f"The run asks for 4-bit weights (`load_in_4bit: true`), but bitsandbytes cannot quantize to 4-bit on "
+            f"this machine ({error}). Remove `load_in_4bit` and set `memory_preset: auto`, which trains LoRA in "
+            "16-bit here (`trl-smol doctor` shows its settings), or install a bitsandbytes build with a backend for "
+            "this device."
+        )
 
 
 def _is_conversational(dataset: Any) -> bool:
