@@ -316,7 +316,8 @@ def estimate_for_run(
     )
 
 
-def _lora_config(r: int):
+def lora_config(r: int):
+    """The presets' LoRA: all seven projections, alpha 2r, no dropout."""
     from peft import LoraConfig
 
     return LoraConfig(
@@ -324,7 +325,8 @@ def _lora_config(r: int):
     )
 
 
-def _bnb_config(compute_dtype: str):
+def qlora_quantization_config(compute_dtype: str):
+    """The presets' QLoRA weights: NF4 with double quantisation, computing in `compute_dtype`."""
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -456,11 +458,11 @@ def plan_memory_preset(
     # PEFT / 4-bit configs, only when the caller passed none.
     new_peft, new_quant = peft_config, quantization_config
     if not method_explicit and method in ("lora", "qlora"):
-        new_peft = _lora_config(tier.lora_r or 16)
+        new_peft = lora_config(tier.lora_r or 16)
         rows.append(PresetRow("peft_config", f"LoRA r={new_peft.r}", f"LoRA r={new_peft.r}", "changed",
                               "all 7 projections, alpha 2r, dropout 0"))  # fmt: skip
         if method == "qlora":
-            new_quant = _bnb_config(compute if compute != "float32" else "bfloat16")
+            new_quant = qlora_quantization_config(compute if compute != "float32" else "bfloat16")
             rows.append(PresetRow("quantization_config", "NF4 + double quant", "NF4 + double quant", "changed",
                                   f"4-bit weights, {compute} compute"))  # fmt: skip
 

@@ -191,14 +191,12 @@ def ensure_installed(wheels: str | None, allow: bool) -> None:
 def run_case(method: str, arm: str, checkpoint: str, steps: int, warmup_steps: int, peak: float | None) -> dict:
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+    from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from trl_smol import SmolSFTConfig, SmolSFTTrainer
     from trl_smol.callbacks.memory import MemoryMonitorCallback
-    from trl_smol.memory_estimate import PROJECTIONS
-    from trl_smol.presets import estimate_for_run
+    from trl_smol.presets import estimate_for_run, lora_config, qlora_quantization_config
 
     class StepClock(TrainerCallback):
         def __init__(self):
@@ -212,18 +210,9 @@ def run_case(method: str, arm: str, checkpoint: str, steps: int, warmup_steps: i
             torch.cuda.synchronize()
             self.times.append(time.perf_counter())
 
-    peft_config = quantization_config = None
-    if method in ("lora", "qlora"):
-        peft_config = LoraConfig(
-            r=LORA_R, lora_alpha=2 * LORA_R, lora_dropout=0.0, target_modules=list(PROJECTIONS), task_type="CAUSAL_LM"
-        )
-    if method == "qlora":
-        quantization_config = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-        )
+    # The same LoRA and NF4 settings as the presets choose.
+    peft_config = lora_config(LORA_R) if method in ("lora", "qlora") else None
+    quantization_config = qlora_quantization_config("bfloat16") if method == "qlora" else None
     # What both arms set: the length, bf16, and bf16 weights. Batch, accumulation, optimizer and checkpointing are
     # TRL's defaults in the stock arm and the preset's choice in the plugin arm.
     common = dict(

@@ -117,12 +117,11 @@ def run_case(case: tuple, checkpoint: str, steps: int) -> dict:
     """Train one case in this process; return the measured peak."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoTokenizer
 
     from trl_smol import SmolSFTConfig, SmolSFTTrainer
     from trl_smol.callbacks.memory import MemoryMonitorCallback
-    from trl_smol.memory_estimate import PROJECTIONS
+    from trl_smol.presets import lora_config, qlora_quantization_config
 
     method, max_length, batch_size, optim = case
     generator = torch.Generator().manual_seed(0)
@@ -130,18 +129,9 @@ def run_case(case: tuple, checkpoint: str, steps: int) -> dict:
         {"input_ids": torch.randint(10, 128000, (max_length,), generator=generator).tolist()}
         for _ in range(batch_size * steps)
     ]
-    peft_config = quantization_config = None
-    if method in ("lora", "qlora"):
-        peft_config = LoraConfig(
-            r=LORA_R, lora_alpha=2 * LORA_R, lora_dropout=0.0, target_modules=list(PROJECTIONS), task_type="CAUSAL_LM"
-        )
-    if method == "qlora":
-        quantization_config = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-        )
+    # The same LoRA and NF4 settings as the presets choose.
+    peft_config = lora_config(LORA_R) if method in ("lora", "qlora") else None
+    quantization_config = qlora_quantization_config("bfloat16") if method == "qlora" else None
     monitor = MemoryMonitorCallback()
     with tempfile.TemporaryDirectory() as output_dir:
         args = SmolSFTConfig(
