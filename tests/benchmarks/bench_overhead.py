@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="overhead.json", help="Where to write the JSON result.")
     parser.add_argument("--rounds", type=int, default=3, help="Pairs of runs (stock + plugin).")
-    parser.add_argument("--max-steps", type=int, default=10, help="Optimizer steps per run (the recipe says 40).")
+    parser.add_argument("--max-steps", type=int, default=10, help="Optimizer steps per run (the demo recipe says 30).")
     args = parser.parse_args(argv)
     started = time.perf_counter()
 
