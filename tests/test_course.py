@@ -159,3 +159,109 @@ def test_course_cli_example_runs_as_written(offline_hf_home, tmp_path):
     # Samples were written for the course's default prompts.
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert samples and len({json.dumps(s.get("prompt", s.get("messages")), sort_keys=True) for s in samples}) >= 1
+
+
+# The course's Python example, with the one line the plugin asks to change (`from trl import ...`).
+COURSE_PYTHON = """
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from datasets import load_dataset
+from trl_smol import SFTConfig, SFTTrainer
+
+model_name = "HuggingFaceTB/SmolLM3-3B-Base"
+model = AutoModelForCausalLM.from_pretrained(model_name)
+tokenizer = AutoTokenizer.from_pretrained(model_name)
+
+dataset = load_dataset("HuggingFaceTB/smoltalk2", "SFT")
+
+config = SFTConfig(
+    output_dir="./smollm3-sft-model",
+    per_device_train_batch_size=4,
+    learning_rate=5e-5,
+    max_steps=1000,
+    logging_steps=50,
+    save_steps=200,
+    report_to="trackio",
+)
+
+trainer = SFTTrainer(
+    model=model,
+    tokenizer=tokenizer,
+    train_dataset=dataset["train"],
+    args=config,
+)
+trainer.train()
+"""
+
+
+def test_load_dataset_of_smoltalk2_sft_keeps_its_splits_and_serves_the_mixture_as_train(smoltalk2_cache, capsys):
+    from datasets import DatasetDict, load_dataset
+    from trl import get_dataset
+
+    import trl_smol.trainer  # noqa: F401  (what `from trl_smol import SFTTrainer` imports)
+
+    dataset = load_dataset("HuggingFaceTB/smoltalk2", "SFT")
+    assert isinstance(dataset, DatasetDict) and "train" not in dataset and len(dataset) == 25  # as in `datasets`
+
+    train = dataset["train"]
+    assert dataset["train"] is train  # built once
+    lines = [line for line in capsys.readouterr().out.splitlines() if "has no `train` split" in line]
+    assert len(lines) == 1 and "25 splits" in lines[0]
+    # The same rows as `trl sft` trains on: TRL's own mixture loader, given the same mixture.
+    expected = get_dataset(DatasetMixtureConfig(datasets=smoltalk2_mixture()))["train"]
+    assert train.column_names == expected.column_names and train.to_list() == expected.to_list()
+
+    with pytest.raises(MissingSplitError, match=r"Split `s1k` not found .* Available splits: .*s1k_1\.1_think"):
+        dataset["s1k"]
+    with pytest.raises(KeyError):  # still a KeyError for code that catches it
+        dataset["validation"]
+
+
+def test_other_datasets_loaded_whole_are_untouched(tmp_path):
+    from datasets import DatasetDict, load_dataset
+
+    import trl_smol.trainer  # noqa: F401
+
+    (tmp_path / "data.jsonl").write_text(json.dumps({"text": "hello"}) + "\n")
+    dataset = load_dataset("json", data_files=str(tmp_path / "data.jsonl"))
+    assert type(dataset) is DatasetDict
+    with pytest.raises(KeyError) as raised:
+        dataset["test"]
+    assert not isinstance(raised.value, MissingSplitError)
+
+
+@pytest.mark.slow
+def test_course_python_example_runs_as_written(offline_hf_home, tmp_path):
+    """The course's Python example, with `from trl_smol import ...` in place of `from trl import ...`, unmodified
+    otherwise: 1000 steps of a tiny model on a local SmolTalk2 copy."""
+    script = tmp_path / "course_sft.py"
+    script.write_text(COURSE_PYTHON)
+    env = offline_env(offline_hf_home, TRACKIO_DIR=str(tmp_path / "trackio"))
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    out = tmp_path / "smollm3-sft-model"
+
+    assert output.count("has no `train` split; training on SmolLM3's SFT mixture of 25 splits") == 1
+    assert output.count("`tokenizer=` is deprecated") == 1
+    defaults = next(line for line in output.splitlines() if "course defaults for what you left unset" in line)
+    assert "warmup_steps=0.1" in defaults and "validation loss on 0.1% held out, every 200 steps" in defaults
+    assert "learning_rate" not in defaults  # the example sets it
+    banner = next(line for line in output.splitlines() if line.startswith("trl-smol ") and " active (python)" in line)
+    assert "chat_template=smollm3" in banner and "samples" in banner
+
+    state = json.loads((out / "checkpoint-1000" / "trainer_state.json").read_text())
+    assert state["global_step"] == 1000
+    assert [entry["step"] for entry in state["log_history"] if "eval_loss" in entry] == [200, 400, 600, 800, 1000]
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out / "checkpoint-1000")
+    assert "Reasoning Mode" in tokenizer.chat_template
+    generation = json.loads((out / "checkpoint-1000" / "generation_config.json").read_text())
+    eos = generation["eos_token_id"]
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in (eos if isinstance(eos, list) else [eos])
+
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert {sample["step"] for sample in samples} >= {0, 200, 1000} and len({s["prompt"] for s in samples}) == 3

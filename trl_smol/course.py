@@ -17,6 +17,21 @@ the recipe parser has read the arguments, [`resolve_dataset_splits`] checks the 
   ([`apply_course_defaults`]): warmup over 10% of the steps, the learning rate of the training method, validation loss
   on a held-out slice, and a few sample prompts.
 - any other dataset with a missing split: [`MissingSplitError`] listing the splits that exist.
+
+The course's Python example does the same in a script:
+
+```python
+from datasets import load_dataset
+from trl_smol import SFTConfig, SFTTrainer   # the one line changed: `from trl import ...`
+
+dataset = load_dataset("HuggingFaceTB/smoltalk2", "SFT")
+trainer = SFTTrainer(model=model, tokenizer=tokenizer, train_dataset=dataset["train"], args=SFTConfig(...))
+```
+
+Once `trl_smol`'s trainer is imported, `load_dataset` returns SmolTalk2's `SFT` config as a [`SmolTalk2SFTDict`]
+(see `trl_smol.integration.patch_datasets`): its missing `train` split is the same mixture, announced by the same
+line, and a trainer given that mixture without an `eval_dataset` applies the same course defaults
+([`apply_course_defaults_to_trainer`]), holding out the validation slice itself.
 """
 
 from __future__ import annotations
@@ -26,11 +41,15 @@ import importlib.util
 import os
 from typing import Any
 
+from datasets import DatasetDict
+
 from .mixtures import (
     SMOLTALK2_ID,
     SMOLTALK2_SFT_CONFIG,
+    SMOLTALK2_SFT_SPLITS,
     describe_mixture,
     is_think_split,
+    mix_loaded_splits,
     published_think_share,
     smoltalk2_mixture,
 )
@@ -115,10 +134,10 @@ def resolve_dataset_splits(
         )
     dataset_args.datasets = smoltalk2_mixture(think_share=getattr(dataset_args, "think_share", None))
     changes = apply_course_defaults(script_args, training_args, model_args, dataset_args)
-    if verbose and _is_main_process():
-        print(mixture_line(dataset_args.datasets), flush=True)
-        if changes:
-            print(f"trl-smol: course defaults for what you left unset: {'; '.join(changes)}.", flush=True)
+    if verbose:
+        if _is_main_process():
+            print(mixture_line(dataset_args.datasets), flush=True)
+        announce_course_defaults(changes)
     return True
 
 
@@ -138,34 +157,40 @@ def mixture_line(datasets: list) -> str:
 
 
 def apply_course_defaults(script_args: Any, training_args: Any, model_args: Any, dataset_args: Any) -> list[str]:
-    """Fill, where the user set nothing, the course's guidance. Returns a description of each change."""
+    """Fill, where the user set nothing, the course's guidance for `trl sft`. Returns a description of each change."""
+    explicit = _explicit(training_args)
+    dataset_explicit = getattr(dataset_args, "_explicit_fields", frozenset())
+    held_out = None
+    if _eval_wanted(training_args, explicit) and script_args.dataset_test_split == "test":
+        if "test_split_size" not in dataset_explicit:
+            if dataset_args.test_split_size is None:
+                dataset_args.test_split_size = COURSE_EVAL_SHARE
+            held_out = dataset_args.test_split_size
+    return fill_course_defaults(training_args, training_method(model_args), held_out=held_out)
+
+
+def fill_course_defaults(training_args: Any, method: str, *, held_out: float | None) -> list[str]:
+    """Warmup, learning rate by `method`, a validation schedule when `held_out` (a share of the data) is evaluated,
+    and sample prompts: each only where the user set nothing. Returns a description of each change."""
     from transformers.trainer_utils import IntervalStrategy
 
-    from .config import explicit_fields
-
-    explicit = explicit_fields(training_args)
-    dataset_explicit = getattr(dataset_args, "_explicit_fields", frozenset())
+    explicit = _explicit(training_args)
     changes: list[str] = []
 
     if "warmup_steps" not in explicit:
         training_args.warmup_steps = COURSE_WARMUP_STEPS
         changes.append(f"warmup_steps={COURSE_WARMUP_STEPS} (10% of the steps)")
 
-    method = training_method(model_args)
     if "learning_rate" not in explicit:
         training_args.learning_rate = COURSE_LEARNING_RATES[method]
         changes.append(f"learning_rate={COURSE_LEARNING_RATES[method]:g} ({method})")
 
-    eval_wanted = "eval_strategy" not in explicit or _strategy(training_args.eval_strategy) != "no"
-    if eval_wanted and script_args.dataset_test_split == "test" and "test_split_size" not in dataset_explicit:
-        if dataset_args.test_split_size is None:
-            dataset_args.test_split_size = COURSE_EVAL_SHARE
-        if "eval_strategy" not in explicit:
-            steps = _eval_interval(training_args)
-            training_args.eval_strategy = IntervalStrategy.STEPS
-            training_args.eval_steps = steps
-            training_args.do_eval = True
-            changes.append(f"validation loss on {dataset_args.test_split_size:.1%} held out, every {steps} steps")
+    if held_out is not None and "eval_strategy" not in explicit:
+        steps = _eval_interval(training_args)
+        training_args.eval_strategy = IntervalStrategy.STEPS
+        training_args.eval_steps = steps
+        training_args.do_eval = True
+        changes.append(f"validation loss on {held_out:.1%} held out, every {steps} steps")
 
     if _samples_available() and "sample_prompts" not in explicit and training_args.sample_prompts is None:
         training_args.sample_prompts = [dict(prompt) for prompt in COURSE_SAMPLE_PROMPTS]
@@ -176,6 +201,93 @@ def apply_course_defaults(script_args: Any, training_args: Any, model_args: Any,
             f"{training_args.sample_every_n_steps} steps (`sample_prompts` to change)"
         )
     return changes
+
+
+def announce_course_defaults(changes: list[str]) -> None:
+    if changes and _is_main_process():
+        print(f"trl-smol: course defaults for what you left unset: {'; '.join(changes)}.", flush=True)
+
+
+# --- the Python example: `load_dataset("HuggingFaceTB/smoltalk2", "SFT")["train"]` ---------------------------------
+
+# Fingerprints of the mixtures handed out by `SmolTalk2SFTDict["train"]`: the trainer recognises them (a fingerprint
+# survives being passed around, and holds no reference to the data).
+_COURSE_MIXTURES: set[str] = set()
+
+
+class SmolTalk2SFTDict(DatasetDict):
+    """SmolTalk2's `SFT` config as `load_dataset` returns it, whose missing `train` split is SmolLM3's SFT mixture.
+
+    Its keys are the 25 real splits, as in `datasets`; only a lookup of `train`, which would raise `KeyError`, builds
+    the mixture ([`trl_smol.mixtures.smoltalk2_mixture`], from the splits already loaded) and prints the same one line
+    as `trl sft`. Any other missing split raises [`MissingSplitError`] listing the real ones.
+
+    ```python
+    >>> dataset = load_dataset("HuggingFaceTB/smoltalk2", "SFT")   # after `import trl_smol.trainer`
+    >>> train = dataset["train"]
+    trl-smol: HuggingFaceTB/smoltalk2 (SFT) has no `train` split; training on SmolLM3's SFT mixture of 25 splits ...
+    ```
+    """
+
+    def __missing__(self, key: Any) -> Any:
+        if str(key) != "train":
+            raise MissingSplitError(
+                f"Split `{key}` not found in {SMOLTALK2_ID} (config {SMOLTALK2_SFT_CONFIG}). Available splits: "
+                f"{', '.join(self)}. Take one (`dataset['{next(iter(self), 'train')}']`), or `dataset['train']` for "
+                "SmolLM3's mixture of all of them (trl_smol.mixtures.smoltalk2_mixture to choose weights)."
+            )
+        mixture = self.__dict__.get("_mixture")
+        if mixture is None:
+            configs = smoltalk2_mixture(splits=[split for split in self if split in set(SMOLTALK2_SFT_SPLITS)])
+            mixture = mix_loaded_splits(self, configs)
+            _COURSE_MIXTURES.add(mixture._fingerprint)
+            self.__dict__["_mixture"] = mixture
+            if _is_main_process():
+                print(mixture_line(configs), flush=True)
+        return mixture
+
+
+def wrap_smoltalk2_splits(builder: Any, split: Any, result: Any) -> Any:
+    """`DatasetBuilder.as_dataset`'s result, as a [`SmolTalk2SFTDict`] when it is SmolTalk2's `SFT` without `train`."""
+    if split is not None or type(result) is not DatasetDict or "train" in result:
+        return result
+    repo_id = getattr(builder, "repo_id", None) or ""
+    config_name = getattr(getattr(builder, "config", None), "name", None)
+    if not (is_smoltalk2_sft(repo_id, config_name) and set(result) & set(SMOLTALK2_SFT_SPLITS)):
+        return result
+    return SmolTalk2SFTDict(result)
+
+
+def is_course_mixture(dataset: Any) -> bool:
+    """Whether `dataset` is the mixture a [`SmolTalk2SFTDict`] returned for `train`."""
+    return getattr(dataset, "_fingerprint", None) in _COURSE_MIXTURES
+
+
+def apply_course_defaults_to_trainer(
+    args: Any, train_dataset: Any, eval_dataset: Any, method: str
+) -> tuple[Any, Any, list[str]]:
+    """The course defaults for a trainer built on the course mixture (Python example). Without an `eval_dataset`,
+    [`COURSE_EVAL_SHARE`] of the mixture is held out (seeded with `args.seed`) for the validation loss.
+
+    Returns the train and eval datasets to use and a description of each change.
+    """
+    explicit = _explicit(args)
+    held_out = None
+    if eval_dataset is None and _eval_wanted(args, explicit):
+        split = train_dataset.train_test_split(test_size=COURSE_EVAL_SHARE, seed=args.seed)
+        train_dataset, eval_dataset = split["train"], split["test"]
+        held_out = COURSE_EVAL_SHARE
+    return train_dataset, eval_dataset, fill_course_defaults(args, method, held_out=held_out)
+
+
+def _explicit(training_args: Any) -> frozenset[str]:
+    from .config import explicit_fields
+
+    return explicit_fields(training_args)
+
+
+def _eval_wanted(training_args: Any, explicit: frozenset[str]) -> bool:
+    return "eval_strategy" not in explicit or _strategy(training_args.eval_strategy) != "no"
 
 
 def _eval_interval(training_args: Any) -> int:

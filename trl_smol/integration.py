@@ -21,6 +21,10 @@ process, registers a post-import hook (wrapt) on `trl`. When `trl` is imported, 
 
 Every other process, including a user's own program that imports trl, is left alone: `from trl import SFTTrainer`
 returns TRL's class there. `TRL_SMOL_DISABLE=1` switches everything off.
+
+One more hook serves programs that import the plugin themselves (the course's Python example, see `trl_smol.course`):
+importing `trl_smol.trainer` calls [`patch_datasets`], after which `load_dataset("HuggingFaceTB/smoltalk2", "SFT")`
+returns a `DatasetDict` whose missing `train` split is SmolLM3's SFT mixture. Nothing else `datasets` returns changes.
 """
 
 from __future__ import annotations
@@ -94,3 +98,29 @@ def patch_trl(trl_module, role: str) -> None:
         trl_module.SFTTrainer = SmolSFTTrainer
         trl_module.get_dataset = get_dataset
         os.environ[ACTIVE_ENV] = "1"
+
+
+def patch_datasets() -> None:
+    """Make `load_dataset("HuggingFaceTB/smoltalk2", "SFT")["train"]` the SmolLM3 mixture in this process.
+
+    Wraps `datasets.builder.DatasetBuilder.as_dataset`, which every non-streaming `load_dataset` call ends in, so that
+    it works whatever the order of the user's imports (`from datasets import load_dataset` may come first). Results
+    other than SmolTalk2's `SFT` config loaded without `split=` pass through untouched
+    ([`trl_smol.course.wrap_smoltalk2_splits`]). Idempotent; a no-op under `TRL_SMOL_DISABLE=1`.
+    """
+    global _datasets_patched
+    if _datasets_patched or is_disabled():
+        return
+    import wrapt
+
+    def as_dataset(wrapped, builder, args, kwargs):
+        from .course import wrap_smoltalk2_splits
+
+        split = kwargs.get("split", args[0] if args else None)
+        return wrap_smoltalk2_splits(builder, split, wrapped(*args, **kwargs))
+
+    wrapt.wrap_function_wrapper("datasets.builder", "DatasetBuilder.as_dataset", as_dataset)
+    _datasets_patched = True
+
+
+_datasets_patched = False

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from trl.scripts.utils import DatasetConfig, DatasetMixtureConfig
 
@@ -250,3 +251,26 @@ def get_dataset(mixture: DatasetMixtureConfig):
 
     check_mixture_columns(mixture)
     return trl_get_dataset(mixture)
+
+
+def mix_loaded_splits(splits: Mapping[str, Any], datasets: Sequence[DatasetConfig]) -> Any:
+    """The mixture `datasets` taken from splits already in memory (e.g. a `DatasetDict` from `load_dataset`).
+
+    Gives the rows `trl.get_dataset` would give for the same entries (same column selection, same rule for `fraction`:
+    shares normalised to one, the mixture as large as possible without repeating rows, the first rows of each split),
+    without loading every split a second time.
+    """
+    import datasets as hf_datasets
+
+    selected = []
+    for config in datasets:
+        dataset = splits[config.split]
+        selected.append(dataset.select_columns(config.columns) if config.columns is not None else dataset)
+    fractions = [config.fraction for config in datasets]
+    if all(fraction is not None for fraction in fractions):
+        weights = [fraction / sum(fractions) for fraction in fractions]
+        total = min(len(dataset) / weight for dataset, weight in zip(selected, weights, strict=True) if weight > 0)
+        selected = [
+            dataset.select(range(round(weight * total))) for dataset, weight in zip(selected, weights, strict=True)
+        ]
+    return hf_datasets.concatenate_datasets(selected)

@@ -30,10 +30,13 @@ from trl.trainer.sft_trainer import SFTTrainer
 from . import __version__
 from .callbacks import load_callback
 from .config import SmolSFTConfig
-from .integration import ACTIVE_ENV
+from .integration import ACTIVE_ENV, patch_datasets
 from .models import resolve_model_name
 
 logger = logging.get_logger(__name__)
+
+# `load_dataset("HuggingFaceTB/smoltalk2", "SFT")["train"]` (the course's Python example) becomes SmolLM3's mixture.
+patch_datasets()
 
 
 def _to_smol_config(args: TrainingArguments | None, model: Any) -> SmolSFTConfig:
@@ -92,6 +95,9 @@ class SmolSFTTrainer(SFTTrainer):
 
         args = _to_smol_config(args, model)
         self._smol_features: dict[str, str] = {}
+        train_dataset, eval_dataset = _course_defaults(
+            args, train_dataset, eval_dataset, peft_config, quantization_config, model
+        )
 
         if isinstance(model, str):
             model = resolve_model_name(model)
@@ -255,6 +261,22 @@ def _is_conversational(dataset: Any) -> bool:
         return is_conversational(next(iter(dataset)))
     except StopIteration:
         return False
+
+
+def _course_defaults(
+    args: SmolSFTConfig, train_dataset: Any, eval_dataset: Any, peft_config, quantization_config, model
+):
+    """Training on the course's SmolTalk2 mixture (`load_dataset(smoltalk2, "SFT")["train"]`): the course defaults
+    for what the user left unset, as `trl sft` applies them (see `trl_smol.course`)."""
+    from .course import announce_course_defaults, apply_course_defaults_to_trainer, is_course_mixture
+
+    if not is_course_mixture(train_dataset):
+        return train_dataset, eval_dataset
+    quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(quantization_config, "load_in_4bit", False)
+    method = "full" if peft_config is None else "qlora" if quantized else "lora"
+    train_dataset, eval_dataset, changes = apply_course_defaults_to_trainer(args, train_dataset, eval_dataset, method)
+    announce_course_defaults(changes)
+    return train_dataset, eval_dataset
 
 
 def _reject_dataset_dict(train_dataset: Any) -> None:
