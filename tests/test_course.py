@@ -123,9 +123,10 @@ def test_smollm3_base_gets_the_smollm3_template_even_when_its_tokenizer_has_one(
 
 @pytest.mark.slow
 def test_course_cli_example_runs_as_written(offline_hf_home, tmp_path):
-    """The course command, unmodified, plus overrides appended for a CPU test (2 steps, no bf16)."""
+    """The course command, unmodified, plus overrides appended for a short test (2 steps, short rows); on this
+    machine without bf16 it trains in float32 because `bf16` is left unset."""
     trl = str(Path(sys.executable).parent / "trl")
-    overrides = ["--max_steps", "2", "--logging_steps", "1", "--save_steps", "2", "--max_length", "128", *CPU]
+    overrides = ["--max_steps", "2", "--logging_steps", "1", "--save_steps", "2", "--max_length", "128"]
     overrides += ["--sample_max_new_tokens", "4"]
     env = offline_env(offline_hf_home, TRACKIO_DIR=str(tmp_path / "trackio"))
     result = subprocess.run(
@@ -205,7 +206,9 @@ def test_load_dataset_of_smoltalk2_sft_keeps_its_splits_and_serves_the_mixture_a
     train = dataset["train"]
     assert dataset["train"] is train  # built once
     lines = [line for line in capsys.readouterr().out.splitlines() if "has no `train` split" in line]
-    assert len(lines) == 1 and "25 splits" in lines[0]
+    assert (
+        len(lines) == 1 and "25 splits" in lines[0] and "smoltalk2_mixture(weights=..., think_share=...)" in lines[0]
+    )
     # The same rows as `trl sft` trains on: TRL's own mixture loader, given the same mixture.
     expected = get_dataset(DatasetMixtureConfig(datasets=smoltalk2_mixture()))["train"]
     assert train.column_names == expected.column_names and train.to_list() == expected.to_list()
@@ -227,6 +230,26 @@ def test_other_datasets_loaded_whole_are_untouched(tmp_path):
     with pytest.raises(KeyError) as raised:
         dataset["test"]
     assert not isinstance(raised.value, MissingSplitError)
+
+
+@pytest.mark.parametrize(("machine_has_bf16", "expected"), [(False, False), (True, True)])
+def test_bf16_left_unset_follows_the_machine(monkeypatch, tmp_path, machine_has_bf16, expected):
+    """TRL's default (bf16) would stop the course example on a machine without bf16; unset, it follows the machine."""
+    import trl_smol.config
+    from trl_smol import SFTConfig as SmolConfig
+    from trl_smol.config import explicit_fields
+
+    monkeypatch.setattr(trl_smol.config, "_bf16_trainable", lambda use_cpu: machine_has_bf16)
+    args = SmolConfig(output_dir=str(tmp_path), use_cpu=True)  # use_cpu: transformers accepts bf16 either way
+    assert args.bf16 is expected and "bf16" not in explicit_fields(args)  # a preset may still choose
+
+
+def test_an_explicit_bf16_is_kept(monkeypatch, tmp_path):
+    import trl_smol.config
+    from trl_smol import SFTConfig as SmolConfig
+
+    monkeypatch.setattr(trl_smol.config, "_bf16_trainable", lambda use_cpu: False)
+    assert SmolConfig(output_dir=str(tmp_path), bf16=True, use_cpu=True).bf16 is True
 
 
 @pytest.mark.slow

@@ -172,6 +172,12 @@ class SmolSFTConfig(SFTConfig):
     )
 
     def __post_init__(self):
+        # TRL trains in bf16 unless told otherwise, and transformers then stops on any machine without a bf16
+        # accelerator ("doesn't support bf16/gpu"), e.g. the course's example on a laptop. Left unset, precision
+        # follows the machine instead: float32 there, as a preset would choose. An explicit `bf16` is kept.
+        self._bf16_off_for_machine = self.bf16 is None and not self.fp16 and not _bf16_trainable(self.use_cpu)
+        if self._bf16_off_for_machine:
+            self.bf16 = False
         super().__post_init__()
         if self.smol_chat_template not in CHAT_TEMPLATE_MODES:
             raise ValueError(
@@ -226,10 +232,20 @@ def explicit_fields(args: SmolSFTConfig) -> frozenset[str]:
     recorded = getattr(args, "_explicit_fields", None)
     if recorded is not None:
         return frozenset(recorded)
-    defaults = default_config(type(args), output_dir=args.output_dir, bf16=args.bf16, fp16=args.fp16)
+    # use_cpu too: transformers refuses bf16 on a machine without bf16 unless use_cpu is set.
+    defaults = default_config(
+        type(args), output_dir=args.output_dir, bf16=args.bf16, fp16=args.fp16, use_cpu=args.use_cpu
+    )
     names = {f.name for f in fields(args) if getattr(args, f.name) != getattr(defaults, f.name)}
     if args.output_dir is not None:
         names.add("output_dir")
-    if args.bf16 != (not args.fp16):
+    if args.bf16 != (not args.fp16) and not getattr(args, "_bf16_off_for_machine", False):
         names.update({"bf16", "fp16"})
     return frozenset(names)
+
+
+def _bf16_trainable(use_cpu: bool) -> bool:
+    """Whether transformers accepts `bf16=True` here (its own check: a bf16 GPU, XLA, or `use_cpu`)."""
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    return bool(use_cpu) or is_torch_bf16_gpu_available() or is_torch_xla_available()

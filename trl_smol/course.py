@@ -141,7 +141,18 @@ def resolve_dataset_splits(
     return True
 
 
-def mixture_line(datasets: list) -> str:
+# How to choose other data, in the words of each entry point.
+CHOOSE_OTHERS_CLI = (
+    "`--dataset_train_split <split>` for one split, or a `datasets:` list with `think_share` in a recipe "
+    "(recipes/smollm3_*.yaml)"
+)
+CHOOSE_OTHERS_PYTHON = (
+    "`dataset['<split>']` for one split, or `trl.get_dataset(DatasetMixtureConfig(datasets=trl_smol.data."
+    "smoltalk2_mixture(weights=..., think_share=...)))`"
+)
+
+
+def mixture_line(datasets: list, choose_others: str = CHOOSE_OTHERS_CLI) -> str:
     """The one line that says which splits and weights replace the missing `train` split, and how to choose others."""
     share = sum(d.fraction for d in datasets if is_think_split(d.split)) / sum(d.fraction for d in datasets)
     published = published_think_share()
@@ -151,8 +162,7 @@ def mixture_line(datasets: list) -> str:
     return (
         f"trl-smol: {SMOLTALK2_ID} ({SMOLTALK2_SFT_CONFIG}) has no `train` split; training on SmolLM3's SFT mixture "
         f"of {len(datasets)} splits ({share_text}; weights from alignment-handbook recipes/smollm3/sft/sft.yaml): "
-        f"{describe_mixture(datasets)}. To choose others: `--dataset_train_split <split>` for one split, or a "
-        "`datasets:` list with `think_share` in a recipe (recipes/smollm3_*.yaml)."
+        f"{describe_mixture(datasets)}. To choose others: {choose_others}."
     )
 
 
@@ -243,7 +253,7 @@ class SmolTalk2SFTDict(DatasetDict):
             _COURSE_MIXTURES.add(mixture._fingerprint)
             self.__dict__["_mixture"] = mixture
             if _is_main_process():
-                print(mixture_line(configs), flush=True)
+                print(mixture_line(configs, CHOOSE_OTHERS_PYTHON), flush=True)
         return mixture
 
 

@@ -95,6 +95,8 @@ class SmolSFTTrainer(SFTTrainer):
 
         args = _to_smol_config(args, model)
         self._smol_features: dict[str, str] = {}
+        if getattr(args, "_bf16_off_for_machine", False):
+            self._smol_features["precision"] = "float32 (bf16 left unset; no bf16 device here)"
         train_dataset, eval_dataset = _course_defaults(
             args, train_dataset, eval_dataset, peft_config, quantization_config, model
         )
