@@ -207,3 +207,31 @@ def test_the_markdown_report_has_one_row_per_figure_with_target_and_verdict():
     assert "| samples | train time with / without samples - 1 | 0.080 | <= 0.05 | no |" in text
     assert "| presets | peak RSS with memory_preset none | 2,048 MiB | - | n/a |" in text
     assert "2 CPU cores" in text and "load 3.0" in text
+
+
+def test_the_readme_performance_figures_are_the_committed_report():
+    report = json.loads((Path(__file__).parent / "benchmarks" / "results" / "report.json").read_text())
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert run_all.readme_block(report) in readme, "README out of date: run `run_all.py --readme`"
+
+
+def test_copying_the_report_into_the_readme_replaces_only_the_marked_block(tmp_path):
+    report = {
+        "generated": "2026-11-29 12:00 UTC",
+        "command": "python tests/benchmarks/run_all.py",
+        "machine": {"cpu": "CPU", "cores": 2, "ram_gib": 8.0, "load_average": [0.1, 0.1, 0.1]},
+        "total_seconds": 600.0,
+        "figures": [{"benchmark": "data", "name": "speed", "value": 1.5, "unit": "", "target": ">= 1.0",
+                     "holds": True, "note": "100 rows"}],
+    }  # fmt: skip
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{run_all.README_START}\nold table\n{run_all.README_END}\n\nAfter.\n")
+    run_all.update_readme(report, readme)
+    text = readme.read_text()
+    assert text.startswith("# Title\n\n") and text.endswith("\n\nAfter.\n") and "old table" not in text
+    assert "| data | speed | 1.500 | >= 1.0 | yes |" in text and "the suite took 10.0 minutes" in text
+    assert "- data / speed: 100 rows" in text
+
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="markers are missing"):
+        run_all.update_readme(report, readme)

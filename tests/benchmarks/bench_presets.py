@@ -85,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     rss = {preset: median([run.max_rss_bytes for run in preset_runs]) for preset, preset_runs in runs.items()}
     changed = ", ".join(f"{row['setting']}={row['value']}" for row in changes if row["status"] == "changed")
     figures = [
-        figure("non-padding tokens/s, auto / none", tps["auto"] / tps["none"], ">= 1.0", note=f"auto: {changed}"),
+        figure(
+            "non-padding tokens/s, auto / none",
+            tps["auto"] / tps["none"],
+            ">= 1.0",
+            note=f"auto: {changed}; {args.max_steps} steps per arm",
+        ),
         figure("peak RSS, auto / none", rss["auto"] / rss["none"], "<= 1.0"),
         figure("peak RSS with memory_preset none", rss["none"] / 2**20, unit="MiB"),
         figure("peak RSS with memory_preset auto", rss["auto"] / 2**20, unit="MiB"),

@@ -1,7 +1,7 @@
 """Run the whole CPU benchmark suite and write `report.json` and `report.md` (one table: figure, target, holds).
 
 ```bash
-HF_HUB_OFFLINE=1 python tests/benchmarks/run_all.py                 # everything, ~20 min on 2 free cores
+HF_HUB_OFFLINE=1 python tests/benchmarks/run_all.py                 # everything, ~18 min on 2 free cores
 python tests/benchmarks/run_all.py --only overhead data              # a subset
 python tests/benchmarks/run_all.py --quick --out /tmp/report.json    # small sizes, to check the suite itself
 ```
@@ -39,10 +39,10 @@ MEMORY_TOLERANCE = 0.25
 
 # name -> (script, arguments for the full run, arguments for --quick)
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
-    "overhead": ("bench_overhead.py", ["--rounds", "3", "--max-steps", "8"], ["--rounds", "1", "--max-steps", "2"]),
-    "samples": ("bench_samples.py", [], ["--max-steps", "4"]),
+    "overhead": ("bench_overhead.py", ["--rounds", "2", "--max-steps", "5"], ["--rounds", "1", "--max-steps", "2"]),
+    "samples": ("bench_samples.py", ["--rounds", "0"], ["--rounds", "0", "--max-steps", "4"]),
     "data": ("bench_data.py", ["--rows", "100000"], ["--rows", "2000"]),
-    "presets": ("bench_presets.py", ["--max-steps", "5"], ["--max-steps", "2"]),
+    "presets": ("bench_presets.py", ["--max-steps", "3"], ["--max-steps", "2"]),
     "memory": ("bench_memory_cpu.py", [], ["--steps", "1"]),
 }
 
@@ -79,7 +79,7 @@ def run_benchmark(name: str, quick: bool, results_dir: Path) -> dict:
     return document
 
 
-def markdown(report: dict) -> str:
+def markdown_table(report: dict) -> list[str]:
     lines = [
         "| benchmark | figure | value | target | holds |",
         "|---|---|---|---|---|",
@@ -89,6 +89,11 @@ def markdown(report: dict) -> str:
             f"| {row['benchmark']} | {row['name']} | {format_value(row)} | {row['target'] or '-'} | "
             f"{format_holds(row['holds'])} |"
         )
+    return lines
+
+
+def markdown(report: dict) -> str:
+    lines = markdown_table(report)
     header = [
         "# trl-smol benchmark report",
         "",
@@ -110,12 +115,55 @@ def markdown(report: dict) -> str:
     return "\n".join(header + lines + notes) + "\n"
 
 
+README = REPO_ROOT / "README.md"
+README_START = "<!-- benchmark-report: copied from tests/benchmarks/results/report.json by run_all.py --readme -->"
+README_END = "<!-- /benchmark-report -->"
+
+
+def readme_block(report: dict) -> str:
+    """The README's "Performance" figures: the report's machine, date, duration and table, nothing else."""
+    machine = report["machine"]
+    end_load = machine.get("load_average_end")
+    lines = [
+        README_START,
+        f"Latest run, {report['generated']}: {describe_machine(machine)}"
+        + (f", load {end_load[0]:.1f} at the end" if end_load else "")
+        + f"; the suite took {report['total_seconds'] / 60:.1f} minutes (`{report['command']}`).",
+        "",
+        *markdown_table(report),
+        "",
+        "How each figure was taken:",
+        *(f"- {row['benchmark']} / {row['name']}: {row['note']}" for row in report["figures"] if row.get("note")),
+        README_END,
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(report: dict, readme: Path = README) -> None:
+    """Replace the block between the README markers by [`readme_block`]."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise SystemExit(f"{readme}: the benchmark markers are missing; add {README_START!r} and {README_END!r}.")
+    before, rest = text.split(README_START, 1)
+    after = rest.split(README_END, 1)[1]
+    readme.write_text(before + readme_block(report) + after)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="report.json path; report.md is written beside it.")
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="Run only these benchmarks.")
     parser.add_argument("--quick", action="store_true", help="Small sizes, to check that the suite works.")
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help="Only copy the figures of the report at --out into README.md's Performance section, then exit.",
+    )
     args = parser.parse_args(argv)
+    if args.readme:
+        update_readme(json.loads(Path(args.out).read_text()))
+        print(f"README.md: Performance figures from {args.out}")
+        return 0
 
     out = Path(args.out).resolve()
     results_dir = out.parent / ("quick" if args.quick else "raw")
