@@ -62,6 +62,14 @@ def test_a_run_reports_tokens_per_second_and_the_time_a_user_waits():
     assert benchlib.RunResult(label="b", returncode=1, wall_seconds=1).tokens_per_second is None
 
 
+def test_steady_throughput_leaves_out_everything_before_the_first_logged_step():
+    run = benchlib.RunResult(label="a", returncode=0, wall_seconds=90, train_runtime=50, num_tokens=1000)
+    run.token_marks = [(30.0, 200.0), (34.0, 400.0), (38.0, 600.0)]  # start-up and a slow first step before 30 s
+    assert run.steady_tokens_per_second == 50  # (600 - 200) tokens over (38 - 30) s
+    run.token_marks = run.token_marks[:1]
+    assert run.steady_tokens_per_second is None  # one logged step: nothing to measure between
+
+
 def test_runs_alternate_which_arm_goes_first():
     order = interleaved(4, ("A", "B"))
     assert order == ["A", "B", "B", "A", "A", "B", "B", "A"]

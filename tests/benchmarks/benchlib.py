@@ -283,6 +283,8 @@ class RunResult:
     max_rss_bytes: int | None = None
     losses: list[float] = field(default_factory=list)
     sample_passes: list[tuple[int, float]] = field(default_factory=list)  # (step, seconds) as the callback reports
+    # (seconds since start, cumulative num_tokens) at each training log line, as read from the unbuffered output
+    token_marks: list[tuple[float, float]] = field(default_factory=list)
     tail: str = ""
 
     @property
@@ -290,6 +292,17 @@ class RunResult:
         if not self.num_tokens or not self.train_runtime:
             return None
         return self.num_tokens / self.train_runtime
+
+    @property
+    def steady_tokens_per_second(self) -> float | None:
+        """Tokens per second between the first and the last training log line: with `logging_steps: 1`, every step
+        but the first, so start-up, data preparation and the first step's one-time costs are left out."""
+        if len(self.token_marks) < 2:
+            return None
+        (first_time, first_tokens), (last_time, last_tokens) = self.token_marks[0], self.token_marks[-1]
+        if last_time <= first_time:
+            return None
+        return (last_tokens - first_tokens) / (last_time - first_time)
 
     @property
     def train_seconds(self) -> float | None:
@@ -302,6 +315,7 @@ class RunResult:
         data = asdict(self)
         data.pop("tail")
         data["tokens_per_second"] = self.tokens_per_second
+        data["steady_tokens_per_second"] = self.steady_tokens_per_second
         data["train_seconds"] = self.train_seconds
         if self.returncode != 0:
             data["tail"] = self.tail
@@ -396,14 +410,17 @@ def run_trl_sft(recipe_path: str | os.PathLike, *, plugin: bool, label: str, cwd
             result.num_tokens = metrics["num_tokens"]
         if "loss" in metrics:
             result.losses.append(metrics["loss"])
+            if "num_tokens" in metrics:
+                result.token_marks.append((now - started, metrics["num_tokens"]))
     result.returncode = process.wait()
     result.wall_seconds = time.perf_counter() - started
     result.tail = "\n".join(tail)
     status = "ok" if result.returncode == 0 else f"FAILED ({result.returncode})"
-    tps = result.tokens_per_second
+    tps, steady = result.tokens_per_second, result.steady_tokens_per_second
     print(
         f"  {label}: {status}, train_runtime {result.train_runtime} s, tokens/s "
-        f"{'n/a' if tps is None else f'{tps:.1f}'}, wall {result.wall_seconds:.0f} s",
+        f"{'n/a' if tps is None else f'{tps:.1f}'} (after the first step: "
+        f"{'n/a' if steady is None else f'{steady:.1f}'}), wall {result.wall_seconds:.0f} s",
         flush=True,
     )
     if result.returncode != 0:
