@@ -243,3 +243,15 @@ def test_copying_the_report_into_the_readme_replaces_only_the_marked_block(tmp_p
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="markers are missing"):
         run_all.update_readme(report, readme)
+
+
+def test_the_preset_benchmark_compares_the_same_rows_per_optimizer_step():
+    import bench_presets
+
+    changes = [
+        {"setting": "per_device_train_batch_size", "value": "2", "status": "changed"},
+        {"setting": "gradient_accumulation_steps", "value": "8", "status": "changed"},
+        {"setting": "max_length", "value": "512", "status": "kept"},
+    ]
+    assert bench_presets.effective_batch(changes) == (8, 16)  # TRL's default batch 8 vs the preset's 2 x 8
+    assert bench_presets.effective_batch([]) == (8, 8)
