@@ -176,15 +176,17 @@ def apply_course_defaults(script_args: Any, training_args: Any, model_args: Any,
             if dataset_args.test_split_size is None:
                 dataset_args.test_split_size = COURSE_EVAL_SHARE
             held_out = dataset_args.test_split_size
-    return fill_course_defaults(training_args, training_method(model_args), held_out=held_out)
+    return fill_course_defaults(training_args, training_method(model_args), held_out=held_out, explicit=explicit)
 
 
-def fill_course_defaults(training_args: Any, method: str, *, held_out: float | None) -> list[str]:
+def fill_course_defaults(
+    training_args: Any, method: str, *, held_out: float | None, explicit: frozenset[str]
+) -> list[str]:
     """Warmup, learning rate by `method`, a validation schedule when `held_out` (a share of the data) is evaluated,
-    and sample prompts: each only where the user set nothing. Returns a description of each change."""
+    and sample prompts: each only where the user set nothing (`explicit`, read before any change). Returns a
+    description of each change."""
     from transformers.trainer_utils import IntervalStrategy
 
-    explicit = _explicit(training_args)
     changes: list[str] = []
 
     if "warmup_steps" not in explicit:
@@ -248,7 +250,7 @@ class SmolTalk2SFTDict(DatasetDict):
             )
         mixture = self.__dict__.get("_mixture")
         if mixture is None:
-            configs = smoltalk2_mixture(splits=[split for split in self if split in set(SMOLTALK2_SFT_SPLITS)])
+            configs = smoltalk2_mixture(splits=[split for split in self if split in SMOLTALK2_SFT_SPLITS])
             mixture = mix_loaded_splits(self, configs)
             _COURSE_MIXTURES.add(mixture._fingerprint)
             self.__dict__["_mixture"] = mixture
@@ -287,7 +289,7 @@ def apply_course_defaults_to_trainer(
         split = train_dataset.train_test_split(test_size=COURSE_EVAL_SHARE, seed=args.seed)
         train_dataset, eval_dataset = split["train"], split["test"]
         held_out = COURSE_EVAL_SHARE
-    return train_dataset, eval_dataset, fill_course_defaults(args, method, held_out=held_out)
+    return train_dataset, eval_dataset, fill_course_defaults(args, method, held_out=held_out, explicit=explicit)
 
 
 def _explicit(training_args: Any) -> frozenset[str]:
