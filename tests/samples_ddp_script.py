@@ -10,6 +10,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
 from trl_smol.callbacks.samples import SampleGenerationCallback
+from trl_smol.distributed import settle_process_group
 
 
 def main(model_dir: str, output_dir: str) -> None:
@@ -44,6 +45,8 @@ def main(model_dir: str, output_dir: str) -> None:
     trainer.train()
     if trainer.is_world_process_zero():
         print(f"world_size={trainer.args.world_size}")
+    settle_process_group()  # a plain Trainer's end() does not: without it a gloo run can hang at exit
+    trainer.end()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 
+import psutil
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -45,9 +46,27 @@ def write_recipe(path, model_dir, data, output_dir, **extra):
     return path
 
 
-def trl_sft(*args, env=None, timeout=600):
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
-    return subprocess.run([TRL, "sft", *args], capture_output=True, text=True, env=full_env, timeout=timeout)
+def trl_sft(*args, env=None, timeout=300):
+    """Run the stock `trl sft`; one that outlives `timeout` fails the test with the stacks of all its processes."""
+    full_env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "PYTHONFAULTHANDLER": "1",
+        **(env or {}),
+    }
+    process = subprocess.Popen(
+        [TRL, "sft", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # SIGABRT makes faulthandler print every thread's Python stack: a hang says where it is.
+        for child in [*psutil.Process(process.pid).children(recursive=True), psutil.Process(process.pid)]:
+            child.send_signal(signal.SIGABRT)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"`trl sft {' '.join(args)}` ran over {timeout} s:\n{stdout[-2000:]}\n{stderr[-8000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def sample_rows(output_dir):

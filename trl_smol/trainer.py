@@ -30,6 +30,7 @@ from trl.trainer.sft_trainer import SFTTrainer
 from . import __version__
 from .callbacks import load_callback
 from .config import SmolSFTConfig
+from .distributed import settle_process_group
 from .integration import ACTIVE_ENV, patch_datasets
 from .models import resolve_model_name
 
@@ -216,6 +217,13 @@ class SmolSFTTrainer(SFTTrainer):
             output_dir is None or os.path.abspath(output_dir) == os.path.abspath(self.args.output_dir)
         ):
             self.create_model_card()
+
+    def end(self) -> None:
+        """Finish the trackers and destroy the process group, as in transformers, after letting a gloo group's
+        worker threads go idle: without that, a CPU run of several processes can hang at exit
+        (see [`trl_smol.distributed`])."""
+        settle_process_group()
+        super().end()
 
     def create_model_card(
         self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
