@@ -70,6 +70,27 @@ def test_steady_throughput_leaves_out_everything_before_the_first_logged_step():
     assert run.steady_tokens_per_second is None  # one logged step: nothing to measure between
 
 
+def run_result(label):
+    return benchlib.RunResult(label=label, returncode=0, wall_seconds=60)
+
+
+def test_each_step_counts_at_its_fastest_over_the_runs_of_an_arm():
+    calm, disturbed = run_result("a"), run_result("b")
+    calm.token_marks = [(10.0, 100.0), (12.0, 300.0), (16.0, 500.0)]  # steps 2 and 3: 2 s and 4 s
+    disturbed.token_marks = [(11.0, 100.0), (17.0, 300.0), (19.0, 500.0)]  # step 2 slowed down to 6 s, step 3: 2 s
+    assert benchlib.step_times(calm) == [(2.0, 200.0), (4.0, 200.0)]
+    assert benchlib.best_step_tokens_per_second([calm, disturbed]) == 100  # 400 tokens over 2 s + 2 s
+
+
+def test_runs_that_did_different_work_are_not_compared_step_by_step():
+    first, other = run_result("a"), run_result("b")
+    first.token_marks = [(10.0, 100.0), (12.0, 300.0)]
+    other.token_marks = [(10.0, 100.0), (12.0, 350.0)]
+    assert benchlib.best_step_tokens_per_second([first, other]) is None
+    other.token_marks = other.token_marks[:1]
+    assert benchlib.best_step_tokens_per_second([first, other]) is None
+
+
 def test_runs_alternate_which_arm_goes_first():
     order = interleaved(4, ("A", "B"))
     assert order == ["A", "B", "B", "A", "A", "B", "B", "A"]

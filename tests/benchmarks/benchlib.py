@@ -322,6 +322,31 @@ class RunResult:
         return data
 
 
+def step_times(run: RunResult) -> list[tuple[float, float]]:
+    """(seconds, tokens) of each logged step after the first, from the arrival times of the log lines."""
+    marks = run.token_marks
+    return [(t1 - t0, n1 - n0) for (t0, n0), (t1, n1) in zip(marks, marks[1:], strict=False)]
+
+
+def best_step_tokens_per_second(runs: list[RunResult]) -> float | None:
+    """Tokens per second if every step took its fastest time over `runs` (runs of one arm: same steps, same tokens).
+
+    Another process on the machine only ever adds time, so the fastest of several tries of the same step is the
+    best estimate of its cost (the reasoning of Python's `timeit`); a slowdown that hits one run for a while no longer
+    decides the figure, as it does with whole-run medians. None if the runs logged different steps or tokens.
+    """
+    per_run = [step_times(run) for run in runs]
+    if not per_run or not per_run[0] or any(len(times) != len(per_run[0]) for times in per_run):
+        return None
+    seconds = tokens = 0.0
+    for step in zip(*per_run, strict=True):
+        if len({step_tokens for _, step_tokens in step}) != 1:
+            return None
+        seconds += min(step_seconds for step_seconds, _ in step)
+        tokens += step[0][1]
+    return tokens / seconds if seconds > 0 else None
+
+
 def parse_log_line(line: str) -> dict[str, Any] | None:
     """A metrics dict printed by transformers (`{'loss': '1.2', ...}`), values as floats; None for other lines.
 

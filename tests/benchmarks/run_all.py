@@ -39,7 +39,11 @@ MEMORY_TOLERANCE = 0.25
 
 # name -> (script, arguments for the full run, arguments for --quick)
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
-    "overhead": ("bench_overhead.py", ["--rounds", "3", "--max-steps", "4"], ["--rounds", "1", "--max-steps", "2"]),
+    "overhead": (
+        "bench_overhead.py",
+        ["--rounds", "2", "--max-steps", "4", "--step-rounds", "4"],
+        ["--rounds", "1", "--max-steps", "2", "--step-rounds", "1"],
+    ),
     "samples": ("bench_samples.py", ["--rounds", "0"], ["--rounds", "0", "--max-steps", "4"]),
     "data": ("bench_data.py", ["--rows", "100000"], ["--rows", "2000"]),
     "presets": ("bench_presets.py", ["--max-steps", "2"], ["--max-steps", "2"]),
