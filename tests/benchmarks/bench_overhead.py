@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     plugin_loop = median([run.tokens_per_second for run in runs["plugin"]])
     loss_difference = max_loss_difference(runs["stock"][0].losses, runs["plugin"][0].losses)
     same_tokens = runs["stock"][0].num_tokens == runs["plugin"][0].num_tokens
-    note = f"median of {args.rounds} runs each, {args.max_steps} steps of the demo recipe, interleaved"
+    note = f"{args.rounds} run(s) per arm, {args.max_steps} steps of the demo recipe, arms alternating"
     figures = [
         figure(
             "training tokens/s, each step at its fastest, plugin / stock", plugin_best / stock_best, TARGET, note=note

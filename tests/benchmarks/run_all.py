@@ -41,7 +41,7 @@ MEMORY_TOLERANCE = 0.25
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "overhead": (
         "bench_overhead.py",
-        ["--rounds", "2", "--max-steps", "4", "--step-rounds", "4"],
+        ["--rounds", "1", "--max-steps", "4", "--step-rounds", "4"],  # 2 runs: the suite stays under 20 min
         ["--rounds", "1", "--max-steps", "2", "--step-rounds", "1"],
     ),
     "samples": ("bench_samples.py", ["--rounds", "0"], ["--rounds", "0", "--max-steps", "4"]),
