@@ -21,7 +21,10 @@ SETTLE_SECONDS = 0.25
 
 
 def settle_process_group(seconds: float = SETTLE_SECONDS) -> bool:
-    """Let a gloo process group's worker threads go idle, so that destroying it cannot deadlock.
+    """Let a gloo process group's worker threads go idle before the group is destroyed.
+
+    Not a guarantee (a worker descheduled for the whole pause could still be caught), but on this project's 2-core
+    machine it took the exit hang from 4 runs in 12 to none in 37.
 
     Call it on every rank, after the last collective and before the group is destroyed. Returns whether there was
     a gloo group to settle; other backends (NCCL, none) are left alone.

@@ -82,9 +82,8 @@ def build_trainer(recipe: Path, plugin: bool):
 
     types = (ScriptArguments, SFTConfig, ModelConfig, DatasetMixtureConfig)
     parser = SmolTrlParser(types) if plugin else TrlParser(types)
-    _, training, model, data = parser.parse_args_and_config(["--config", str(recipe)], fail_with_unknown_args=False)[
-        :4
-    ]
+    parsed = parser.parse_args_and_config(["--config", str(recipe)], fail_with_unknown_args=False)
+    _, training, model, data = parsed[:4]
     training.model_init_kwargs = {"dtype": model.dtype, "attn_implementation": model.attn_implementation}
     trainer_class = SmolSFTTrainer if plugin else SFTTrainer
     return trainer_class(
