@@ -82,6 +82,11 @@ def test_each_step_counts_at_its_fastest_over_the_runs_of_an_arm():
     assert benchlib.best_step_tokens_per_second([calm, disturbed]) == 100  # 400 tokens over 2 s + 2 s
 
 
+def test_each_batch_counts_at_its_fastest_over_the_rounds():
+    rounds = [[3.0, 8.0, 2.0], [2.5, 9.0, 2.2]]  # two rounds over the same three batches
+    assert benchlib.sum_of_fastest(rounds) == pytest.approx(2.5 + 8.0 + 2.0)
+
+
 def test_runs_that_did_different_work_are_not_compared_step_by_step():
     first, other = run_result("a"), run_result("b")
     first.token_marks = [(10.0, 100.0), (12.0, 300.0)]

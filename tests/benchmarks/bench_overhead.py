@@ -36,6 +36,7 @@ from benchlib import (
     require_success,
     run_trl_sft,
     stock_recipe,
+    sum_of_fastest,
     write_result,
     write_yaml,
 )
@@ -117,11 +118,6 @@ def interleaved_step_times(recipes: dict[str, Path], rounds: int, batches: int) 
     return times
 
 
-def fastest_per_batch(rounds: list[list[float]]) -> float:
-    """Sum over batches of each batch's fastest time over the rounds."""
-    return sum(min(times) for times in zip(*rounds, strict=True))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="overhead.json", help="Where to write the JSON result.")
@@ -173,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         figure("plugin training tokens/s, each step at its fastest", plugin_best, unit="tok/s"),
     ]
     if step_times:
-        ratio = fastest_per_batch(step_times["stock"]) / fastest_per_batch(step_times["plugin"])
+        ratio = sum_of_fastest(step_times["stock"]) / sum_of_fastest(step_times["plugin"])
         step_note = f"SmolSFTTrainer vs SFTTrainer in one process, 3 batches, {args.step_rounds} interleaved rounds"
         figures.insert(1, figure("training_step speed in one process, plugin / stock", ratio, TARGET, note=step_note))
     details = {

@@ -338,13 +338,16 @@ def best_step_tokens_per_second(runs: list[RunResult]) -> float | None:
     per_run = [step_times(run) for run in runs]
     if not per_run or not per_run[0] or any(len(times) != len(per_run[0]) for times in per_run):
         return None
-    seconds = tokens = 0.0
-    for step in zip(*per_run, strict=True):
-        if len({step_tokens for _, step_tokens in step}) != 1:
-            return None
-        seconds += min(step_seconds for step_seconds, _ in step)
-        tokens += step[0][1]
+    if any(len({tokens for _, tokens in step}) != 1 for step in zip(*per_run, strict=True)):
+        return None
+    seconds = sum_of_fastest([[step_seconds for step_seconds, _ in times] for times in per_run])
+    tokens = sum(step_tokens for _, step_tokens in per_run[0])
     return tokens / seconds if seconds > 0 else None
+
+
+def sum_of_fastest(tries: list[list[float]]) -> float:
+    """Sum over items (steps, batches) of each item's fastest time; `tries[i][j]` is try i of item j."""
+    return sum(min(item) for item in zip(*tries, strict=True))
 
 
 def parse_log_line(line: str) -> dict[str, Any] | None:

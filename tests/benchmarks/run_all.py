@@ -1,7 +1,7 @@
 """Run the whole CPU benchmark suite and write `report.json` and `report.md` (one table: figure, target, holds).
 
 ```bash
-HF_HUB_OFFLINE=1 python tests/benchmarks/run_all.py                 # everything, ~19 min on 2 free cores
+HF_HUB_OFFLINE=1 python tests/benchmarks/run_all.py                 # everything, ~18 min on 2 free cores
 python tests/benchmarks/run_all.py --only overhead data              # a subset
 python tests/benchmarks/run_all.py --quick --out /tmp/report.json    # small sizes, to check the suite itself
 ```
