@@ -9,8 +9,8 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-from trl_smol.callbacks.samples import SampleGenerationCallback
 from trl_smol.distributed import settle_process_group
+from trl_smol.samples import SampleGenerationCallback
 
 
 def main(model_dir: str, output_dir: str) -> None:

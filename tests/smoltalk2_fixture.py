@@ -9,9 +9,9 @@ subprocess, or use `smoltalk2_cache` to make this process's `datasets` read it.
 import os
 
 import pytest
+from smoltalk2_data import install_model_in_hub_cache, install_smoltalk2_in_cache
 
 from trl_smol.testing import save_tiny_smollm3
-from trl_smol.testing_data import install_model_in_hub_cache, install_smoltalk2_in_cache
 
 __all__ = ["BASE_MODEL_ID", "offline_env", "offline_hf_home", "smoltalk2_cache"]
 

@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 
 from trl_smol import SMOLLM3_CHAT_TEMPLATE
-from trl_smol.chat_template import apply_smollm3_template, smollm3_template_reason
+from trl_smol.templating import apply_smollm3_template, smollm3_template_reason
 from trl_smol.testing import tiny_smollm3_tokenizer
 
 TODAY = "08 July 2025"

@@ -1,5 +1,6 @@
 """Conversations are checked before tokenization: clear errors naming dataset, row and field, or counted drops."""
 
+import copy
 import re
 
 import pytest
@@ -114,15 +115,33 @@ def test_drop_with_nothing_invalid_prints_nothing(tokenizer, capsys):
     assert "dropped" not in capsys.readouterr().err
 
 
-def test_config_kwargs_are_merged_under_the_example_and_none_means_not_set():
+def test_config_kwargs_are_merged_under_the_example_and_none_means_not_set(tokenizer):
     rows = [
         {**GOOD, "chat_template_kwargs": {"enable_thinking": True}},
         {**GOOD, "chat_template_kwargs": {"today": "01 May 2026"}},  # enable_thinking is None here in Arrow
     ]
     args = config(chat_template_kwargs={"enable_thinking": False, "close_system_turn": True})
-    merged = prepare_conversations(Dataset.from_list(rows), args=args)["chat_template_kwargs"]
-    assert merged[0] == {"today": "08 July 2025", "enable_thinking": True, "close_system_turn": True}
-    assert merged[1] == {"today": "01 May 2026", "enable_thinking": False, "close_system_turn": True}
+    merged = prepare_conversations(Dataset.from_list(rows), args=args, processing_class=tokenizer)
+    assert merged["chat_template_kwargs"][0] == {
+        "today": "08 July 2025",
+        "enable_thinking": True,
+        "close_system_turn": True,
+    }
+    assert merged["chat_template_kwargs"][1] == {
+        "today": "01 May 2026",
+        "enable_thinking": False,
+        "close_system_turn": True,
+    }
+
+
+def test_the_fixed_date_applies_only_under_the_smollm3_template(tokenizer):
+    other = copy.deepcopy(tokenizer)
+    other.chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}"
+    args = config()
+    kept = prepare_conversations(Dataset.from_list([GOOD]), args=args, processing_class=other)
+    assert "today" not in kept["chat_template_kwargs"][0]  # another template renders as in stock TRL
+    ours = prepare_conversations(Dataset.from_list([GOOD]), args=args, processing_class=tokenizer)
+    assert ours["chat_template_kwargs"][0]["today"] == "08 July 2025"
 
 
 def test_invalid_config_defaults_are_reported_before_any_row():
@@ -167,7 +186,9 @@ def test_json_string_tool_arguments_train_like_dicts_however_spaced(tokenizer):
 
     args = config(assistant_only_loss=True)
     compact = tokenize_conversations(
-        prepare_conversations(Dataset.from_list([call('{"a":1,"b":[2, 3]}')]), args=args), tokenizer, args=args
+        prepare_conversations(Dataset.from_list([call('{"a":1,"b":[2, 3]}')]), args=args, processing_class=tokenizer),
+        tokenizer,
+        args=args,
     )
     as_dict = tokenizer.apply_chat_template(call({"a": 1, "b": [2, 3]})["messages"], today="08 July 2025")
     assert compact[0]["input_ids"] == as_dict["input_ids"]

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trl_smol import demo_data
-from trl_smol.demo_data import ANSWER_MARKER, demo_rows, has_demo_behaviour, heldout_prompts
+from trl_smol.demo import data as demo_data
+from trl_smol.demo.data import ANSWER_MARKER, demo_rows, has_demo_behaviour, heldout_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "smollm3_demo.yaml"
@@ -88,8 +88,8 @@ def test_demo_rows_pass_the_plugins_validation_and_render_with_the_smollm3_templ
     from datasets import Dataset
 
     from trl_smol import SmolSFTConfig
-    from trl_smol.chat_template import apply_smollm3_template
     from trl_smol.data import prepare_conversations
+    from trl_smol.templating import apply_smollm3_template
 
     apply_smollm3_template(tiny_tokenizer)
     dataset = Dataset.from_list(demo_rows())
@@ -190,18 +190,14 @@ def test_model_card_records_base_model_recipe_data_versions_loss_and_samples(tin
 
 
 def test_model_card_names_the_demo_model_by_its_identifier(tmp_path, monkeypatch):
-    from trl_smol.model_card import model_identifier, recipe_from_argv
-    from trl_smol.models import DEMO_MODEL_ID, demo_model_dir
+    from trl_smol.demo import DEMO_MODEL_ID, demo_model_dir
+    from trl_smol.model_card import model_identifier
 
     monkeypatch.setenv("TRL_SMOL_CACHE", str(tmp_path / "cache"))
     demo_model_dir().mkdir(parents=True)
     assert model_identifier(str(demo_model_dir())) == DEMO_MODEL_ID
     assert model_identifier("HuggingFaceTB/SmolLM3-3B") == "HuggingFaceTB/SmolLM3-3B"
     assert model_identifier(str(tmp_path)) == str(tmp_path)
-
-    path, recipe = recipe_from_argv(["sft.py", "--config", str(RECIPE), "--max_steps", "3"])
-    assert path == str(RECIPE) and recipe["model_name_or_path"] == DEMO_MODEL_ID
-    assert recipe_from_argv(["python", "train.py"]) == (None, {})
 
 
 # --- the demo, end to end -------------------------------------------------------------------------------------------
@@ -213,7 +209,7 @@ _EVALUATE = textwrap.dedent(
     import torch
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoTokenizer
-    from trl_smol.demo_data import has_demo_behaviour, heldout_prompts
+    from trl_smol.demo.data import has_demo_behaviour, heldout_prompts
 
     output_dir = sys.argv[1]
     model = AutoPeftModelForCausalLM.from_pretrained(output_dir)
@@ -247,7 +243,7 @@ _EVALUATE = textwrap.dedent(
 def test_demo_recipe_trains_with_stock_trl_sft_and_the_behaviour_generalises(tmp_path):
     from transformers import AutoTokenizer
 
-    from trl_smol.chat_template import SMOLLM3_CHAT_TEMPLATE
+    from trl_smol.templating import SMOLLM3_CHAT_TEMPLATE
 
     output_dir = tmp_path / "smollm3-demo"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRACKIO_DIR": str(tmp_path / "trackio")}

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from trl_smol import cli, doctor
-from trl_smol.hardware import HardwareInfo
-from trl_smol.memory_estimate import estimate_memory
-from trl_smol.presets import PRESET_NAMES
+from trl_smol import commands as cli
+from trl_smol.commands import doctor
+from trl_smol.memory import PRESET_NAMES, estimate_memory
+from trl_smol.memory.hardware import HardwareInfo
 
 
 def doctor_args(config=None, preset=None, model=None):

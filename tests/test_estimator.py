@@ -6,7 +6,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from trl_smol.memory_estimate import (
+from trl_smol.memory import (
     GIB,
     KNOWN_MODELS,
     ModelShape,

@@ -32,11 +32,11 @@ def wheel(tmp_path_factory):
 def test_wheel_ships_the_pth_hook_the_template_and_the_entry_points(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "trl_smol.pth" in names  # at the top of site-packages
-    assert "trl_smol/templates/smollm3.jinja" in names
+    assert "trl_smol/templating/smollm3.jinja" in names
     entry_points = next(name for name in names if name.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[trl_smol.callbacks]" in text and "samples = " in text and "memory = " in text
-    assert "trl-smol = trl_smol.cli:main" in text
+    assert "trl-smol = trl_smol.commands:main" in text
 
 
 def test_pip_install_into_a_new_venv_activates_the_plugin(wheel, tmp_path):
@@ -58,7 +58,8 @@ def test_pip_install_into_a_new_venv_activates_the_plugin(wheel, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
 
     site = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
-    assert (Path(site) / "trl_smol.pth").read_text().strip() == "import trl_smol._bootstrap"
+    pth = (Path(site) / "trl_smol.pth").read_text().strip()
+    assert pth == "import trl_smol.hook as _trl_smol_hook; _trl_smol_hook.bootstrap()"
     where = run([str(python), "-c", "import trl_smol; print(trl_smol.__file__)"], cwd=tmp_path).stdout.strip()
     assert where.startswith(site), where  # the installed copy, not the source tree
 

@@ -5,11 +5,12 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from datasets import Dataset
 
-from trl_smol.integration import detect_role
+from trl_smol.launch import detect_role
 from trl_smol.parser import SmolTrlParser, UnknownRecipeKeyError
 
 TRL = os.path.join(os.path.dirname(sys.executable), "trl")
@@ -123,9 +124,22 @@ def test_parser_reads_plugin_keys_and_accelerate_keys_from_a_recipe(tmp_path):
     assert training_args.sample_prompts == ["Hi"]
     assert training_args.learning_rate == 3e-4
     assert remaining == ["--num_processes", "2"]  # left for `accelerate launch`, as in stock TRL
-    assert {"memory_preset", "sample_prompts", "learning_rate", "bf16"} <= training_args._explicit_fields
-    assert "gradient_checkpointing" not in training_args._explicit_fields
-    assert model_args._explicit_fields == {"model_name_or_path"}
+    # What the recipe and command line set is recorded once, for presets and the run plan (not on private attributes).
+    settings = training_args.user_settings
+    assert {"memory_preset", "sample_prompts", "learning_rate", "bf16"} <= settings.explicit
+    assert "gradient_checkpointing" not in settings.explicit
+    assert settings.recipe_path == str(recipe) and settings.recipe["memory_preset"] == "cpu"
+    assert "user_settings" not in training_args.to_dict()  # a record, never serialised
+
+
+def test_the_recorded_recipe_keeps_its_values_as_written():
+    """The dataclasses turn `datasets:` entries into DatasetConfig objects; the record keeps the YAML values (the
+    model card prints them)."""
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "smollm3_demo.yaml"
+    _, training_args, _, dataset_args = _sft_parser().parse_args_and_config(["--config", str(recipe)])
+    (entry,) = training_args.user_settings.recipe["datasets"]
+    assert entry["data_files"] == "recipes/data/smollm3_demo.jsonl" and isinstance(entry, dict)
+    assert dataset_args.datasets[0].data_files == "recipes/data/smollm3_demo.jsonl"
 
 
 def test_parser_suggests_the_closest_key(tmp_path):
@@ -218,7 +232,7 @@ def test_dataset_dict_as_train_dataset_lists_its_splits(tiny_model, chat_rows, t
     splits = DatasetDict(
         {"smoltalk_think": Dataset.from_list(chat_rows), "smoltalk_no_think": Dataset.from_list(chat_rows)}
     )
-    with pytest.raises(TypeError, match=r"splits \[smoltalk_think, smoltalk_no_think\].*smoltalk2_mixture"):
+    with pytest.raises(TypeError, match=r"splits \[smoltalk_think, smoltalk_no_think\].*smoltalk2_train\(dataset\)"):
         SmolSFTTrainer(
             model=tiny_model, args=SmolSFTConfig(output_dir=str(tmp_path), bf16=False), train_dataset=splits
         )
@@ -238,11 +252,11 @@ def test_banner_names_version_and_features(tiny_model, tiny_tokenizer, chat_rows
 def test_patch_swaps_names_only_for_the_role():
     from types import SimpleNamespace
 
-    from trl_smol.integration import patch_trl
+    from trl_smol.hook import patch_trl
 
     cli, script = SimpleNamespace(), SimpleNamespace()
     patch_trl(cli, "cli")
     patch_trl(script, "script")
     assert {name for name in vars(cli)} == {"SFTConfig", "TrlParser"}
     assert {name for name in vars(script)} == {"SFTConfig", "TrlParser", "SFTTrainer", "get_dataset"}
-    assert script.SFTTrainer.__name__ == "SmolSFTTrainer" and script.get_dataset.__module__ == "trl_smol.mixtures"
+    assert script.SFTTrainer.__name__ == "SmolSFTTrainer" and script.get_dataset.__module__ == "trl_smol.data.mixtures"

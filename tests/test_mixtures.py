@@ -5,7 +5,7 @@ from smoltalk2_fixture import *  # noqa: F403  (pytest fixtures: offline_hf_home
 from trl import DatasetMixtureConfig, get_dataset
 
 from trl_smol.data import smoltalk2_mixture
-from trl_smol.mixtures import (
+from trl_smol.data.mixtures import (
     SMOLLM3_SFT_MIXTURE,
     SmolDatasetMixtureConfig,
     is_think_split,
@@ -111,9 +111,9 @@ def test_mixture_tokenizes_with_the_smollm3_template(smoltalk2_cache, tiny_model
 
 def test_smoltalk2_custom_instructions_kwarg_is_accepted(tiny_model, tiny_tokenizer, tmp_path):
     from datasets import Dataset
+    from smoltalk2_data import smoltalk2_rows
 
     from trl_smol import SmolSFTConfig, SmolSFTTrainer
-    from trl_smol.testing_data import smoltalk2_rows
 
     rows = smoltalk2_rows("smoltalk_smollm3_systemchats_30k_no_think", 3, custom_instructions=True)
     dataset = Dataset.from_list(rows).select_columns(["messages", "chat_template_kwargs"])
@@ -127,7 +127,7 @@ def test_a_mixture_whose_columns_disagree_fails_naming_both_entries(tmp_path):
 
     from trl.scripts.utils import DatasetConfig, DatasetMixtureConfig
 
-    from trl_smol.mixtures import MixtureColumnsError, check_mixture_columns
+    from trl_smol.data.mixtures import MixtureColumnsError, check_mixture_columns
 
     chats, texts = tmp_path / "chats.jsonl", tmp_path / "texts.jsonl"
     chats.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"}]}) + "\n")

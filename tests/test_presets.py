@@ -11,12 +11,13 @@ from transformers.training_args import OptimizerNames
 from trl.trainer.sft_trainer import SFTTrainer
 
 from trl_smol import SmolSFTConfig, SmolSFTTrainer
-from trl_smol.hardware import GIB, HardwareInfo, detect_hardware
-from trl_smol.memory_estimate import PROJECTIONS, ModelShapeError
-from trl_smol.presets import (
+from trl_smol.config import UserSettings
+from trl_smol.memory import (
     PRESET_NAMES,
+    PROJECTIONS,
     TIERS,
     MemoryBudgetError,
+    ModelShapeError,
     PresetOutOfMemoryError,
     UnknownPresetError,
     apply_memory_preset,
@@ -25,6 +26,7 @@ from trl_smol.presets import (
     out_of_memory_message,
     plan_memory_preset,
 )
+from trl_smol.memory.hardware import GIB, HardwareInfo, detect_hardware
 
 SMOLLM3 = "HuggingFaceTB/SmolLM3-3B-Base"
 
@@ -39,7 +41,7 @@ def gpu_args(tmp_path, **kwargs):
     (They are built with bf16=False, because TrainingArguments refuses bf16 on this CPU-only test machine.)
     """
     args = cpu_args(tmp_path, **kwargs)
-    object.__setattr__(args, "_explicit_fields", frozenset({"output_dir", "report_to", *kwargs}))
+    args.user_settings = UserSettings(explicit=frozenset({"output_dir", "report_to", *kwargs}))
     return args
 
 
@@ -188,7 +190,7 @@ def test_preset_keeps_the_recipe_effective_batch_when_only_accumulation_is_set(t
 
 def test_parser_record_of_explicit_fields_wins_over_defaults(tmp_path):
     args = cpu_args(tmp_path)
-    object.__setattr__(args, "_explicit_fields", frozenset({"max_length", "output_dir"}))
+    args.user_settings = UserSettings(explicit=frozenset({"max_length", "output_dir"}))
     result = plan_memory_preset("8gb", args, model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(8))
     assert "max_length" not in result.changes  # the recipe said 1024, even though it is TRL's default
     assert result.changes["per_device_train_batch_size"] == 1
@@ -229,7 +231,7 @@ def test_unreadable_model_names_what_to_pass(tmp_path):
 
 def test_applied_changes_update_the_fields_transformers_derived(tmp_path):
     args = cpu_args(tmp_path, memory_preset="8gb", gradient_checkpointing=False)
-    object.__setattr__(args, "_explicit_fields", frozenset({"output_dir", "bf16", "report_to", "memory_preset"}))
+    args.user_settings = UserSettings(explicit=frozenset({"output_dir", "bf16", "report_to", "memory_preset"}))
     apply_memory_preset(args, model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(8), print_table=False)
     assert args.optim == OptimizerNames.PAGED_ADAMW_8BIT
     assert args.gradient_checkpointing is True and args.activation_checkpointing is True
@@ -251,7 +253,7 @@ def test_cpu_tier_end_to_end_changes_take_effect(tmp_path, tiny_model_dir, tiny_
     )
     out = capsys.readouterr().out
     assert "memory preset `cpu`" in out and "gradient_accumulation_steps" in out
-    assert trainer.memory_preset_result.tier == "cpu"
+    assert trainer.run_plan.preset.tier == "cpu"
     # LoRA created by the preset, on all seven projections (parameters named like `...q_proj.lora_A.default.weight`)
     names = [name for name, _ in trainer.model.named_parameters() if "lora_A" in name]
     assert {name.split(".lora_A")[0].rsplit(".", 1)[-1] for name in names} == set(PROJECTIONS)
@@ -281,8 +283,8 @@ def inject_oom(monkeypatch, failures=1):
 
 def test_out_of_memory_message_names_peak_estimate_and_smaller_preset(tmp_path):
     args = gpu_args(tmp_path, memory_preset="16gb")
-    apply_memory_preset(args, model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(16), print_table=False)
-    message = out_of_memory_message(args, torch.OutOfMemoryError("CUDA out of memory."))
+    result = apply_memory_preset(args, model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(16), print_table=False)
+    message = out_of_memory_message(args, torch.OutOfMemoryError("CUDA out of memory."), result)
     assert "Measured peak" in message and "GiB" in message
     assert "Estimate under memory_preset=16gb" in message and "memory_preset=12gb" in message
 

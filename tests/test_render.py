@@ -6,8 +6,8 @@ import pytest
 from datasets import Dataset
 
 from trl_smol import SMOLLM3_CHAT_TEMPLATE, SmolSFTConfig
-from trl_smol.cli import main
-from trl_smol.render import render_examples
+from trl_smol.commands import main
+from trl_smol.commands.render import render_examples
 from trl_smol.testing import tiny_smollm3_tokenizer
 
 THINKING = {

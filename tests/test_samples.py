@@ -12,8 +12,8 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
-from trl_smol.callbacks.samples import SampleGenerationCallback, SamplePromptError, load_prompts, split_thinking
-from trl_smol.chat_template import apply_smollm3_template
+from trl_smol.samples import SampleGenerationCallback, SamplePromptError, load_prompts, split_thinking
+from trl_smol.templating import apply_smollm3_template
 from trl_smol.testing import tiny_smollm3_model
 
 ROW_FIELDS = {"step", "prompt", "completion", "thinking", "enable_thinking", "num_new_tokens", "stopped", "seconds"}

@@ -7,8 +7,20 @@ trainer = SmolSFTTrainer(model="HuggingFaceTB/SmolLM3-3B-Base", args=SmolSFTConf
 trainer.train()
 ```
 
-Names are resolved lazily (PEP 562) so that `import trl_smol._bootstrap`, which runs at every interpreter start-up
-through the package's `.pth` file, stays free of torch and transformers imports.
+The course's Python example differs from the course in two lines: the import, and `smoltalk2_train`:
+
+```python
+from trl_smol import SFTConfig, SFTTrainer, smoltalk2_train
+
+trainer = SFTTrainer(model=model, args=SFTConfig(...), train_dataset=smoltalk2_train(dataset))
+```
+
+Names are resolved lazily (PEP 562) so that `import trl_smol.hook`, which runs at every interpreter start-up through
+the package's `.pth` file, stays free of torch and transformers imports.
+
+Where things live: `hook` (the one piece of magic: entering `trl sft`), `config`, `parser`, `plan` (the resolved run),
+`trainer`, `templating/`, `data/`, `samples/`, `memory/`, `callbacks/` (the registry), `trackers`, `model_card`,
+`commands/` (the `trl-smol` console commands), `demo/`, `testing` (a tiny SmolLM3 for tests).
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name -> module that defines it
 _LAZY: dict[str, str] = {
@@ -25,14 +37,17 @@ _LAZY: dict[str, str] = {
     # Aliases so that course code written for TRL runs after swapping the import line.
     "SFTConfig": "trl_smol.config",
     "SFTTrainer": "trl_smol.trainer",
-    "SMOLLM3_CHAT_TEMPLATE": "trl_smol.chat_template",
-    "SampleGenerationCallback": "trl_smol.callbacks.samples",
-    "MemoryMonitorCallback": "trl_smol.callbacks.memory",
+    "SMOLLM3_CHAT_TEMPLATE": "trl_smol.templating",
+    "SampleGenerationCallback": "trl_smol.samples",
+    "MemoryMonitorCallback": "trl_smol.memory",
+    "RunPlan": "trl_smol.plan",
+    "smoltalk2_train": "trl_smol.data",
 }
 _ALIASES = {"SFTConfig": "SmolSFTConfig", "SFTTrainer": "SmolSFTTrainer"}
 
 __all__ = [
     "MemoryMonitorCallback",
+    "RunPlan",
     "SFTConfig",
     "SFTTrainer",
     "SMOLLM3_CHAT_TEMPLATE",
@@ -40,13 +55,16 @@ __all__ = [
     "SmolSFTConfig",
     "SmolSFTTrainer",
     "__version__",
+    "smoltalk2_train",
 ]
 
 if TYPE_CHECKING:
-    from .callbacks.memory import MemoryMonitorCallback
-    from .callbacks.samples import SampleGenerationCallback
-    from .chat_template import SMOLLM3_CHAT_TEMPLATE
     from .config import SmolSFTConfig
+    from .data import smoltalk2_train
+    from .memory import MemoryMonitorCallback
+    from .plan import RunPlan
+    from .samples import SampleGenerationCallback
+    from .templating import SMOLLM3_CHAT_TEMPLATE
     from .trainer import SmolSFTTrainer
 
 

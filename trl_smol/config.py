@@ -18,7 +18,8 @@ args = SmolSFTConfig(
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from trl.trainer.sft_config import SFTConfig
@@ -28,7 +29,21 @@ from trl.trainer.sft_config import SFTConfig
 DEFAULT_TEMPLATE_TODAY = "08 July 2025"
 
 CHAT_TEMPLATE_MODES = ("auto", "smollm3", "keep")
+
 INVALID_ROW_POLICIES = ("error", "drop")
+
+
+@dataclass(frozen=True)
+class UserSettings:
+    """What the user asked for: the settings they set and, for `trl sft`, the recipe file they came from.
+
+    The recipe parser records it for `trl sft` (keys of the recipe and of the command line, even those set to their
+    default value); a config built in Python records the fields whose value differs from the field's default.
+    """
+
+    explicit: frozenset[str] = frozenset()
+    recipe_path: str | None = None
+    recipe: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,6 +108,12 @@ class SmolSFTConfig(SFTConfig):
         callbacks (`list[str]`, *optional*):
             Names of callbacks from the `trl_smol.callbacks` entry-point group to add to the trainer, e.g.
             `["samples", "memory"]`. Run `trl-smol callbacks` to list what is installed.
+
+        > Record (not an argument)
+
+        user_settings ([`UserSettings`]):
+            The settings the user set explicitly and the recipe file, recorded at construction (and by the recipe
+            parser for `trl sft`). Presets and the run plan never change what is listed there. Not serialised.
     """
 
     _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["chat_template_kwargs"]
@@ -171,12 +192,22 @@ class SmolSFTConfig(SFTConfig):
         },
     )
 
+    # --- record ----------------------------------------------------------------------------------------------------
+    user_settings: UserSettings = field(
+        default_factory=UserSettings,
+        init=False,
+        repr=False,
+        compare=False,
+        metadata={"help": "Recorded, not set: the settings the user set explicitly (see UserSettings)."},
+    )
+
     def __post_init__(self):
+        # Before any default is resolved: what differs from the declared defaults is what the caller set.
+        self.user_settings = UserSettings(explicit=frozenset(_differing_from_defaults(self)))
         # TRL trains in bf16 unless told otherwise, and transformers then stops on any machine without a bf16
         # accelerator ("doesn't support bf16/gpu"), e.g. the course's example on a laptop. Left unset, precision
-        # follows the machine instead: float32 there, as a preset would choose. An explicit `bf16` is kept.
-        self._bf16_off_for_machine = self.bf16 is None and not self.fp16 and not _bf16_trainable(self.use_cpu)
-        if self._bf16_off_for_machine:
+        # follows the machine there: float32, announced by the run plan. An explicit `bf16` is kept.
+        if self.bf16 is None and not self.fp16 and not bf16_trainable(self.use_cpu):
             self.bf16 = False
         super().__post_init__()
         if self.smol_chat_template not in CHAT_TEMPLATE_MODES:
@@ -196,13 +227,13 @@ class SmolSFTConfig(SFTConfig):
         if isinstance(self.callbacks, str):  # `--callbacks samples` from a shell, or a scalar in YAML
             self.callbacks = [self.callbacks]
 
-    def template_kwargs_for(self, example_kwargs: dict[str, Any] | None) -> dict[str, Any]:
-        """The chat-template kwargs for one example: config defaults, then the example's own (the example wins)."""
+    def template_defaults(self, smollm3_template: bool) -> dict[str, Any]:
+        """Defaults merged under each example's own chat-template kwargs: `chat_template_kwargs`, and the fixed
+        `today` date where the plugin's SmolLM3 template renders the data (`smollm3_template`)."""
         merged: dict[str, Any] = {}
-        if self.chat_template_today is not None:
+        if smollm3_template and self.chat_template_today is not None:
             merged["today"] = self.chat_template_today
         merged.update(self.chat_template_kwargs or {})
-        merged.update(example_kwargs or {})
         return merged
 
 
@@ -223,28 +254,42 @@ def default_config(config_class: type[SmolSFTConfig], **values: Any) -> SmolSFTC
             state._shared_state.update(shared)
 
 
-def explicit_fields(args: SmolSFTConfig) -> frozenset[str]:
-    """Fields the user set: recorded by the recipe parser for `trl sft`, else those differing from the defaults.
-
-    Without a parser record, `bf16`/`fp16` count as set only when they differ from TRL's rule (bf16 unless fp16),
-    since a default config cannot be built on a machine without bf16 support to compare against.
-    """
-    recorded = getattr(args, "_explicit_fields", None)
-    if recorded is not None:
-        return frozenset(recorded)
+def explicit_settings(args: Any) -> frozenset[str]:
+    """The settings the user set: the record of a [`SmolSFTConfig`], or for other training arguments (TRL's
+    `SFTConfig`, a plain `TrainingArguments`) the fields that differ from a default config of their class."""
+    settings = getattr(args, "user_settings", None)
+    if isinstance(settings, UserSettings):
+        return settings.explicit
     # use_cpu too: transformers refuses bf16 on a machine without bf16 unless use_cpu is set.
     defaults = default_config(
         type(args), output_dir=args.output_dir, bf16=args.bf16, fp16=args.fp16, use_cpu=args.use_cpu
     )
-    names = {f.name for f in fields(args) if getattr(args, f.name) != getattr(defaults, f.name)}
+    names = {f.name for f in fields(args) if f.init and getattr(args, f.name) != getattr(defaults, f.name)}
     if args.output_dir is not None:
         names.add("output_dir")
-    if args.bf16 != (not args.fp16) and not getattr(args, "_bf16_off_for_machine", False):
+    if args.bf16 != (not args.fp16) and bf16_trainable(args.use_cpu):  # TRL's rule is bf16 unless fp16
         names.update({"bf16", "fp16"})
     return frozenset(names)
 
 
-def _bf16_trainable(use_cpu: bool) -> bool:
+def _differing_from_defaults(config: SmolSFTConfig) -> set[str]:
+    names = set()
+    for f in fields(config):
+        if not f.init:
+            continue
+        default = (
+            f.default
+            if f.default is not MISSING
+            else f.default_factory()
+            if f.default_factory is not MISSING
+            else MISSING
+        )
+        if default is MISSING or getattr(config, f.name) != default:
+            names.add(f.name)
+    return names
+
+
+def bf16_trainable(use_cpu: bool) -> bool:
     """Whether transformers accepts `bf16=True` here (its own check: a bf16 GPU, XLA, or `use_cpu`)."""
     from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 

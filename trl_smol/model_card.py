@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,8 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from . import __version__
 from .config import default_config
-from .models import DEMO_MODEL_ID, demo_model_dir
-
-SAMPLES_FILE = "samples.jsonl"
+from .demo import DEMO_MODEL_ID, demo_model_dir
+from .samples import SAMPLES_FILE
 
 # Settings that differ from the defaults in every run, or say nothing about the recipe.
 _NOISE_FIELDS = {"output_dir", "logging_dir", "hub_token", "_n_gpu", "local_rank", "distributed_state"}
@@ -66,25 +64,14 @@ def adapter_settings(model: Any) -> dict[str, Any] | None:
     config = peft_config.get("default") or next(iter(peft_config.values()))
     keep = ("peft_type", "r", "lora_alpha", "lora_dropout", "target_modules", "modules_to_save", "use_dora", "bias")
     values = config.to_dict()
-    settings = {key: values[key] for key in keep if values.get(key) not in (None, [], False) or key == "lora_dropout"}
+    # Every PEFT type: LoRA has rank, alpha and dropout; prompt, prefix and p-tuning have none of them.
+    shown = [key for key in keep if key in values and (values[key] not in (None, [], False) or key == "lora_dropout")]
+    settings = {key: values[key] for key in shown}
     if isinstance(settings.get("target_modules"), (set, list, tuple)):
         settings["target_modules"] = sorted(settings["target_modules"])
     if "peft_type" in settings:
         settings["peft_type"] = getattr(settings["peft_type"], "value", str(settings["peft_type"]))
     return settings
-
-
-def recipe_from_argv(argv: list[str] | None = None) -> tuple[str | None, dict[str, Any]]:
-    """The recipe file of a `trl sft --config FILE` run and its contents; `(None, {})` outside such a run."""
-    argv = sys.argv if argv is None else argv
-    if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
-        return None, {}
-    path = argv[argv.index("--config") + 1]
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return path, yaml.safe_load(handle) or {}
-    except (OSError, yaml.YAMLError):
-        return path, {}
 
 
 def final_loss(log_history: list[dict[str, Any]]) -> tuple[float, int] | None:
@@ -158,7 +145,6 @@ def build_model_card(
     model_name: str | None = None,
     dataset_name: str | None = None,
     tags: str | list[str] | None = None,
-    argv: list[str] | None = None,
 ) -> ModelCard:
     """A model card for `trainer`'s current state: base model, recipe, data, versions, final loss, last samples."""
     args = trainer.args
@@ -166,7 +152,9 @@ def build_model_card(
     base_path = getattr(model.config, "_name_or_path", None) or None
     base_id = model_identifier(base_path)
     adapter = adapter_settings(model)
-    recipe_path, recipe = recipe_from_argv(argv)
+    plan = getattr(trainer, "run_plan", None)  # a SmolSFTTrainer's; None for a plain trainer
+    recipe_path = plan.user.recipe_path if plan is not None else None
+    recipe = dict(plan.user.recipe) if plan is not None else {}
     model_name = model_name or Path(args.output_dir).name
     mixture = recipe.get("datasets")
     dataset_name = dataset_name or recipe.get("dataset_name")
@@ -183,7 +171,7 @@ def build_model_card(
         tags=tag_list,
     )
 
-    features = getattr(trainer, "_smol_features", None) or {}
+    features = plan.features() if plan is not None else {}
     lines = [f"# {model_name}", ""]
     lines.append(
         f"Fine-tuned from `{base_id or 'an unnamed model'}` with TRL's `SFTTrainer` and the trl-smol {__version__} "

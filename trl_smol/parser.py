@@ -18,7 +18,7 @@ script_args, training_args, model_args, dataset_args = parser.parse_args_and_con
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import difflib
 import functools
 from collections.abc import Iterable
@@ -26,10 +26,10 @@ from collections.abc import Iterable
 from trl.scripts.utils import DatasetMixtureConfig, TrlParser
 from trl.trainer.sft_config import SFTConfig
 
-from .config import SmolSFTConfig
-from .course import after_parse
-from .integration import detect_role
-from .mixtures import SmolDatasetMixtureConfig
+from .config import SmolSFTConfig, UserSettings
+from .data.mixtures import SmolDatasetMixtureConfig
+from .data.smoltalk2 import after_parse
+from .launch import cpu_multiprocess_launcher, current_role, use_cpu_for_cpu_world
 
 # Top-level YAML keys consumed outside the dataclasses: `env` by TrlParser, `accelerate_config` by the trl CLI (it
 # becomes `accelerate launch --config_file`, accepting a path or a config name shipped with TRL).
@@ -51,44 +51,6 @@ def accelerate_launch_keys() -> frozenset[str]:
     return frozenset(keys - {"help", "h", "training_script", "training_script_args"})
 
 
-def _has_accelerator() -> bool:
-    import torch
-
-    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-
-
-def _cpu_multiprocess_launcher(launch_args: list[str]) -> list[str]:
-    """Extra `accelerate launch` arguments so that `--num_processes N` starts N processes on a CPU-only machine.
-
-    Without an accelerator, `accelerate launch` runs its single-process launcher whatever `num_processes` says; its
-    torchrun-based launcher (selected by `--multi_gpu`) starts the N processes, and the script side then picks gloo.
-    """
-    if "--num_processes" not in launch_args or _has_accelerator():
-        return []
-    index = launch_args.index("--num_processes")
-    if index + 1 >= len(launch_args) or int(launch_args[index + 1]) <= 1:
-        return []
-    chosen = {"--multi_gpu", "--use_fsdp", "--use_deepspeed", "--use_megatron_lm", "--tpu", "--cpu"}
-    if chosen & set(launch_args) or "--mpirun_hostfile" in launch_args:
-        return []
-    return ["--multi_gpu"]
-
-
-def _use_cpu_for_cpu_world(argv: list[str], config_path: str | None) -> list[str]:
-    """In a multi-process run without an accelerator, default `use_cpu` to true so that ranks join with gloo."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or _has_accelerator() or "--use_cpu" in argv:
-        return argv
-    if config_path:
-        import yaml
-
-        with open(config_path) as recipe:
-            if "use_cpu" in (yaml.safe_load(recipe) or {}):
-                return argv
-    return [*argv, "--use_cpu", "true"]
-
-
 class SmolTrlParser(TrlParser):
     """[`trl.TrlParser`] that reads [`SmolSFTConfig`] where a script asked for `SFTConfig`, and checks recipe keys."""
 
@@ -97,45 +59,56 @@ class SmolTrlParser(TrlParser):
             dataclass_types = [dataclass_types]
         if dataclass_types is not None:
             # A script may hold TRL's own SFTConfig (imported before the plugin was active): read ours instead.
-            # The mixture config gains `think_share` (trl_smol.mixtures), the share of reasoning data in a recipe.
+            # The mixture config gains `think_share` (trl_smol.data.mixtures), the share of reasoning data in a recipe.
             ours = {SFTConfig: SmolSFTConfig, DatasetMixtureConfig: SmolDatasetMixtureConfig}
             dataclass_types = [ours.get(t, t) for t in dataclass_types]
         self._config_path: str | None = None
+        self._recipe: dict = {}
         super().__init__(dataclass_types, **kwargs)
 
     def parse_args_and_config(self, args=None, *positional, **kwargs):
         import sys
 
         argv = list(args) if args is not None else sys.argv[1:]
+        self._recipe = {}
         if "--config" in argv and argv.index("--config") + 1 < len(argv):
             self._config_path = argv[argv.index("--config") + 1]
-        self._recipe_keys: set[str] = set()
-        role = detect_role(sys.argv, getattr(sys, "orig_argv", ()))
+        role = current_role()
         if role != "cli":
-            argv = _use_cpu_for_cpu_world(argv, self._config_path)
-        outputs = super().parse_args_and_config(argv, *positional, **kwargs)
+            argv = use_cpu_for_cpu_world(argv, self._peek_recipe)
+        outputs = super().parse_args_and_config(argv, *positional, **kwargs)  # calls set_defaults_with_config
         if role == "cli" and kwargs.get("return_remaining_strings"):
             outputs[-2 if kwargs.get("separate_remaining_strings") else -1].extend(
-                _cpu_multiprocess_launcher(list(outputs[-2]) + list(outputs[-1]))
+                cpu_multiprocess_launcher(list(outputs[-2]) + list(outputs[-1]))
             )
-        # Remember what the recipe and the command line set, so presets can leave those settings alone.
+        # Record what the recipe and the command line set, so that presets leave those settings alone.
         cli_keys = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
-        explicit = self._recipe_keys | cli_keys
+        explicit = frozenset((set(self._recipe) | cli_keys) & set(SmolSFTConfig.__dataclass_fields__))
         for output in outputs:
-            if dataclasses.is_dataclass(output) and not isinstance(output, type):
-                names = {f.name for f in dataclasses.fields(output)}
-                object.__setattr__(output, "_explicit_fields", frozenset(explicit & names))
-        if detect_role(sys.argv, getattr(sys, "orig_argv", ())) != "cli":  # the launcher process only forwards args
-            after_parse(outputs)  # SmolTalk2 without a `train` split, missing splits, course defaults
+            if isinstance(output, SmolSFTConfig):
+                output.user_settings = UserSettings(explicit, self._config_path, dict(self._recipe))
+        if role != "cli":  # the launcher process only forwards the arguments
+            after_parse(outputs)  # SmolTalk2 without a `train` split, missing splits
         return outputs
+
+    def _peek_recipe(self) -> dict:
+        """The recipe's values before TRL reads it (whether it sets `use_cpu`); TRL's own reading records them."""
+        if not self._config_path:
+            return {}
+        import yaml
+
+        with open(self._config_path, encoding="utf-8") as recipe:
+            values = yaml.safe_load(recipe)
+        return values if isinstance(values, dict) else {}
 
     def known_keys(self) -> set[str]:
         """Every key a recipe may use: dataclass fields, parser keys and `accelerate launch` options."""
         return {action.dest for action in self._actions} | _PARSER_KEYS | set(accelerate_launch_keys())
 
     def set_defaults_with_config(self, **kwargs) -> list[str]:
+        # A deep copy: the dataclasses convert some values in place (`datasets` entries become DatasetConfig objects).
+        self._recipe = copy.deepcopy(kwargs)
         remaining = super().set_defaults_with_config(**kwargs)
-        self._recipe_keys = set(kwargs)
         dataclass_keys = {action.dest for action in self._actions}
         launcher_keys = accelerate_launch_keys()
         for key in kwargs:

@@ -27,21 +27,22 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, TrainingArgumen
 from transformers.utils import logging
 from trl.trainer.sft_trainer import SFTTrainer
 
-from . import __version__
-from .callbacks import load_callback
-from .config import SmolSFTConfig
+from .callbacks import load_callback, run_first
+from .config import SmolSFTConfig, UserSettings, default_config, explicit_settings
+from .data import can_tokenize_fast, prepare_conversations, tokenize_conversations
 from .distributed import settle_process_group
-from .integration import ACTIVE_ENV, patch_datasets
+from .memory import MemoryMonitorCallback, handle_out_of_memory
+from .memory.hardware import bitsandbytes_4bit_error
 from .models import resolve_model_name
+from .plan import RunPlan, apply_run_plan, plan_run
+from .samples import SampleGenerationCallback
+from .trackers import replace_trackio_callback
 
 logger = logging.get_logger(__name__)
 
-# `load_dataset("HuggingFaceTB/smoltalk2", "SFT")["train"]` (the course's Python example) becomes SmolLM3's mixture.
-patch_datasets()
-
 
 def _to_smol_config(args: TrainingArguments | None, model: Any) -> SmolSFTConfig:
-    """Accept what `SFTTrainer` accepts for `args` and return a `SmolSFTConfig`."""
+    """Accept what `SFTTrainer` accepts for `args` and return a `SmolSFTConfig` recording what the user set."""
     if isinstance(args, SmolSFTConfig):
         return args
     if args is None:
@@ -51,7 +52,10 @@ def _to_smol_config(args: TrainingArguments | None, model: Any) -> SmolSFTConfig
     # to_dict masks every `*_token` field (hub_token, eos_token, pad_token): take their real values.
     values.update({key: getattr(args, key) for key in values if key.endswith("_token")})
     # A plain TrainingArguments has no SFT fields: TRL's SFT defaults apply to them, as in SFTTrainer.
-    return SmolSFTConfig(**values)
+    explicit = explicit_settings(args)  # compared with a default config of the caller's own class
+    config = default_config(SmolSFTConfig, **values)
+    config.user_settings = UserSettings(explicit=explicit)
+    return config
 
 
 class SmolSFTTrainer(SFTTrainer):
@@ -95,31 +99,32 @@ class SmolSFTTrainer(SFTTrainer):
         _reject_dataset_dict(train_dataset)
 
         args = _to_smol_config(args, model)
-        self._smol_features: dict[str, str] = {}
-        if getattr(args, "_bf16_off_for_machine", False):
-            self._smol_features["precision"] = "float32 (bf16 left unset; no bf16 device here)"
-        train_dataset, eval_dataset = _course_defaults(
-            args, train_dataset, eval_dataset, peft_config, quantization_config, model
-        )
-
         if isinstance(model, str):
             model = resolve_model_name(model)
         model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", None)
-
         _check_4bit_backend(quantization_config)
-        # Memory preset: may change args, and choose LoRA / QLoRA when the run did not say.
-        peft_config, quantization_config = self._apply_memory_preset(
-            args, model_name, peft_config, quantization_config
-        )
 
-        # Chat template: decided before TRL sees the tokenizer, so that its eos/pad handling uses our choices.
+        # The tokenizer is loaded here, as TRL would, so that the plan can decide the chat template before TRL's
+        # eos/pad handling sees it.
         if processing_class is None and model_name is not None:
             processing_class = AutoTokenizer.from_pretrained(model_name, trust_remote_code=args.trust_remote_code)
-        # Only chat data is templated: plain-text training keeps the tokenizer (and its eos) exactly as in TRL.
-        if isinstance(processing_class, PreTrainedTokenizerBase) and _is_conversational(train_dataset):
-            self._setup_chat_template(processing_class, args, model_name)
+        templated = isinstance(processing_class, PreTrainedTokenizerBase) and _is_conversational(train_dataset)
+        self.run_plan: RunPlan = plan_run(
+            args,
+            model=None if isinstance(model, str) else model,
+            model_name=model_name,
+            peft_config=peft_config,
+            quantization_config=quantization_config,
+            tokenizer=processing_class if templated else None,
+            conversational=templated,
+        )
+        if self.run_plan.preset is not None and args.process_index == 0:
+            from rich.console import Console
 
-        callbacks = list(callbacks or []) + self._plugin_callbacks(args)
+            Console().print(self.run_plan.preset.table())
+        apply_run_plan(self.run_plan, args, processing_class if templated else None)
+        self._retry_batch_size: int | None = None  # set after an out-of-memory error under `memory_preset: auto`
+
         super().__init__(
             model,
             args,
@@ -128,80 +133,67 @@ class SmolSFTTrainer(SFTTrainer):
             eval_dataset,
             processing_class,
             *positional,
-            callbacks=callbacks,
-            peft_config=peft_config,
-            quantization_config=quantization_config,
+            callbacks=list(callbacks or []) + self._plugin_callbacks(args),
+            peft_config=self.run_plan.peft_config,
+            quantization_config=self.run_plan.quantization_config,
             **kwargs,
         )
-        self._logging_callbacks_first()
-        self._print_banner()
+        self.order_callbacks()
+        if self.accelerator.is_main_process:
+            print(self.run_plan.banner(), flush=True)
 
-    # --- features ------------------------------------------------------------------------------------------------
-    def _apply_memory_preset(self, args: SmolSFTConfig, model_name: str | None, peft_config, quantization_config):
-        if args.memory_preset == "none":
-            return peft_config, quantization_config
-        from .presets import apply_memory_preset
+    # --- callbacks -----------------------------------------------------------------------------------------------
+    def _plugin_callbacks(self, args: SmolSFTConfig) -> list:
+        """The callbacks of the run plan: the plugin's own built from the plan, others from the registry."""
+        built = []
+        for name in self.run_plan.callbacks:
+            if name == "samples":
+                template_defaults = args.template_defaults(self.run_plan.smollm3_template)
+                callback = SampleGenerationCallback.from_args(args, chat_template_kwargs=template_defaults)
+            elif name == "memory":
+                callback = MemoryMonitorCallback(estimate_bytes=self.run_plan.estimate_bytes)
+            else:
+                callback = load_callback(name, args)
+            built.append(callback)
+        return built
 
-        result = apply_memory_preset(
-            args, model_name=model_name, peft_config=peft_config, quantization_config=quantization_config
-        )
-        self._smol_features["memory_preset"] = result.tier
-        self.memory_preset_result = result
-        return result.peft_config, result.quantization_config
+    def order_callbacks(self) -> None:
+        """The one place where the order of callbacks is set.
 
+        - Callbacks that add values to a log event's `logs` ([`MemoryMonitorCallback`]) run first, so that the
+          reporters (trackio, wandb, ...) that run after them send those values.
+        - transformers' trackio reporter is replaced by [`trl_smol.trackers.TrackioUserRunCallback`], which logs into
+          a trackio run the user started (`trackio.init(...)` before the trainer) instead of starting and finishing
+          its own; without such a run it behaves as the stock one.
+        """
+        run_first(self.callback_handler, MemoryMonitorCallback)
+        replace_trackio_callback(self.callback_handler)
+
+    # --- training ------------------------------------------------------------------------------------------------
     def training_step(self, *args, **kwargs):
-        # Out of memory: explain it (peak, estimate, smaller preset), or under `memory_preset: auto` with
-        # `auto_find_batch_size` prepare a retry at half the batch and twice the accumulation (trl_smol.presets).
+        # Out of memory under a preset: explain it (peak, estimate, smaller preset), or under `memory_preset: auto`
+        # with `auto_find_batch_size` retry at half the batch and twice the accumulation (trl_smol.memory.oom).
         try:
             return super().training_step(*args, **kwargs)
         except Exception as error:
-            from .presets import handle_out_of_memory
-
-            handle_out_of_memory(self, error)
+            batch_size = getattr(self, "_train_batch_size", self.args.per_device_train_batch_size)
+            retry = handle_out_of_memory(self.args, self.run_plan.preset, error, batch_size)
+            if retry is not None:
+                self._retry_batch_size = retry
             raise
 
     def _update_auto_batch_size(self, batch_size):
         # transformers' batch-size finder retries at 90%; after an OOM under `memory_preset: auto` we retry at half.
-        from .presets import retry_batch_size
-
-        super()._update_auto_batch_size(retry_batch_size(self, batch_size))
-
-    def _setup_chat_template(self, tokenizer: PreTrainedTokenizerBase, args: SmolSFTConfig, model_name) -> None:
-        from .chat_template import apply_smollm3_template, smollm3_template_reason
-
-        reason = smollm3_template_reason(tokenizer, model_name, args.smol_chat_template)
-        if reason is None:
-            return
-        apply_smollm3_template(tokenizer)
-        if args.eos_token is None:
-            args.eos_token = "<|im_end|>"  # TRL then updates the model config and generation_config too
-        self._smol_features["chat_template"] = f"smollm3 ({reason})"
-
-    def _plugin_callbacks(self, args: SmolSFTConfig) -> list:
-        names = list(args.callbacks or [])
-        if args.sample_prompts and "samples" not in names:
-            names.insert(0, "samples")
-        if args.memory_preset != "none" and "memory" not in names:
-            names.append("memory")
-        if names:
-            self._smol_features["callbacks"] = ",".join(names)
-        return [load_callback(name, args) for name in names]
-
-    def _logging_callbacks_first(self) -> None:
-        """Callbacks that add values to `logs` (memory) run before the reporters (trackio, wandb) that send them."""
-        from .callbacks.memory import MemoryMonitorCallback
-
-        handler = self.callback_handler.callbacks
-        for callback in [c for c in handler if isinstance(c, MemoryMonitorCallback)]:
-            handler.remove(callback)
-            handler.insert(0, callback)
+        super()._update_auto_batch_size(self._retry_batch_size or batch_size)
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
-        from .data import can_tokenize_fast, prepare_conversations, tokenize_conversations
-
         if isinstance(args, SmolSFTConfig) and formatting_func is None:
             dataset = prepare_conversations(
-                dataset, args=args, dataset_name=dataset_name, processing_class=processing_class
+                dataset,
+                args=args,
+                dataset_name=dataset_name,
+                processing_class=processing_class,
+                template_defaults=args.template_defaults(self.run_plan.smollm3_template),
             )
             # Batched rendering + tokenization with TRL's ids and masks; TRL then truncates and packs as usual.
             if not getattr(self, "_is_vision_dataset", False) and can_tokenize_fast(dataset, processing_class):
@@ -238,20 +230,11 @@ class SmolSFTTrainer(SFTTrainer):
 
         write_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
 
-    def _print_banner(self) -> None:
-        if not self.accelerator.is_main_process:
-            return
-        features = ", ".join(f"{key}={value}" for key, value in self._smol_features.items()) or "no features enabled"
-        entry = "trl sft" if os.environ.get(ACTIVE_ENV) else "python"
-        print(f"trl-smol {__version__} active ({entry}): {features}", flush=True)
-
 
 def _check_4bit_backend(quantization_config: Any) -> None:
     """Asking for 4-bit weights where bitsandbytes has no 4-bit backend fails before loading, saying what to do."""
     if not getattr(quantization_config, "load_in_4bit", False):
         return
-    from .hardware import bitsandbytes_4bit_error
-
     error = bitsandbytes_4bit_error()
     if error is not None:
         raise RuntimeError(
@@ -273,27 +256,11 @@ def _is_conversational(dataset: Any) -> bool:
         return False
 
 
-def _course_defaults(
-    args: SmolSFTConfig, train_dataset: Any, eval_dataset: Any, peft_config, quantization_config, model
-):
-    """Training on the course's SmolTalk2 mixture (`load_dataset(smoltalk2, "SFT")["train"]`): the course defaults
-    for what the user left unset, as `trl sft` applies them (see `trl_smol.course`)."""
-    from .course import announce_course_defaults, apply_course_defaults_to_trainer, is_course_mixture
-
-    if not is_course_mixture(train_dataset):
-        return train_dataset, eval_dataset
-    quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(quantization_config, "load_in_4bit", False)
-    method = "full" if peft_config is None else "qlora" if quantized else "lora"
-    train_dataset, eval_dataset, changes = apply_course_defaults_to_trainer(args, train_dataset, eval_dataset, method)
-    announce_course_defaults(changes)
-    return train_dataset, eval_dataset
-
-
 def _reject_dataset_dict(train_dataset: Any) -> None:
     if isinstance(train_dataset, (DatasetDict, IterableDatasetDict, dict)):
         splits = ", ".join(train_dataset.keys()) or "none"
         raise TypeError(
             f"`train_dataset` is a {type(train_dataset).__name__} with splits [{splits}], not one split. Pass one "
             f"split, e.g. `dataset['{next(iter(train_dataset), 'train')}']`, or for SmolTalk2's SFT config build the "
-            "SmolLM3 mixture with `trl_smol.data.smoltalk2_mixture(...)`."
+            "SmolLM3 mixture with `train_dataset=trl_smol.smoltalk2_train(dataset)`."
         )

@@ -1,8 +1,8 @@
 """Data preparation: template + tokenize + mask SmolTalk2-shaped conversations, stock TRL path vs the plugin's.
 
 The rows are generated deterministically: SmolTalk2-shaped conversations from every split of the SFT mixture
-(`trl_smol.testing_data.smoltalk2_rows`: think and no_think, custom instructions) and one in five from the demo set
-(`trl_smol.demo_data.demo_rows`: system prompts, multi-turn), each with the template's date pinned so both paths
+(`smoltalk2_rows` in tests/smoltalk2_data.py: think and no_think, custom instructions) and one in five from the demo
+set (`trl_smol.demo.data.demo_rows`: system prompts, multi-turn), each with the template's date pinned so both paths
 render the same text. Both paths use the same tokenizer carrying the SmolLM3 template, `assistant_only_loss=True`
 and `max_length=2048`, and are timed through the trainers' own `_prepare_dataset`:
 
@@ -33,9 +33,14 @@ CHECKED_ROWS = 2000  # rows whose ids and labels are compared between the two pa
 
 def conversation_rows(num_rows: int) -> list[dict[str, Any]]:
     """`num_rows` SmolTalk2-shaped conversations, the same on every run (see the module docstring)."""
-    from trl_smol.demo_data import demo_rows
-    from trl_smol.mixtures import SMOLTALK2_SFT_SPLITS
-    from trl_smol.testing_data import smoltalk2_rows
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the SmolTalk2-shaped row generator
+    from smoltalk2_data import smoltalk2_rows
+
+    from trl_smol.data.mixtures import SMOLTALK2_SFT_SPLITS
+    from trl_smol.demo.data import demo_rows
 
     num_demo = num_rows // 5
     num_smoltalk = num_rows - num_demo
@@ -108,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from trl_smol.chat_template import apply_smollm3_template
+    from trl_smol.templating import apply_smollm3_template
 
     datasets.disable_caching()  # every run tokenizes from scratch
     datasets.disable_progress_bars()

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-from trl_smol.callbacks.memory import current_rss, peak_rss, reset_peak_rss  # the callback measures the same way
+from trl_smol.memory.measure import current_rss, peak_rss, reset_peak_rss  # the callback measures the same way
 
 DEFAULT_CASES = [("lora", 256), ("lora", 512), ("full", 256), ("full", 512)]
 
@@ -35,7 +35,7 @@ def run_case(method: str, max_length: int, batch_size: int, steps: int) -> dict:
     from transformers import AutoTokenizer
 
     from trl_smol import SmolSFTConfig, SmolSFTTrainer
-    from trl_smol.memory_estimate import estimate_memory
+    from trl_smol.memory import estimate_memory
     from trl_smol.models import DEMO_MODEL_ID, resolve_model_name
 
     torch.manual_seed(0)

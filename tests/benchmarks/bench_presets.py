@@ -58,9 +58,9 @@ def planned_changes(recipe_path: Path) -> list[dict[str, Any]]:
     from trl import ModelConfig, ScriptArguments, get_peft_config
 
     from trl_smol import SmolSFTConfig
-    from trl_smol.mixtures import SmolDatasetMixtureConfig
+    from trl_smol.data.mixtures import SmolDatasetMixtureConfig
+    from trl_smol.memory import plan_memory_preset
     from trl_smol.parser import SmolTrlParser
-    from trl_smol.presets import plan_memory_preset
 
     parser = SmolTrlParser((ScriptArguments, SmolSFTConfig, ModelConfig, SmolDatasetMixtureConfig))
     _, training_args, model_args, _ = parser.parse_args_and_config(["--config", str(recipe_path)])

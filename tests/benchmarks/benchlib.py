@@ -35,7 +35,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_RECIPE = REPO_ROOT / "recipes" / "smollm3_demo.yaml"
-TEMPLATE_PATH = REPO_ROOT / "trl_smol" / "templates" / "smollm3.jinja"
+TEMPLATE_PATH = REPO_ROOT / "trl_smol" / "templating" / "smollm3.jinja"
 # The date every benchmark conversation renders in its system header, so that the stock path (which has no
 # `chat_template_today`) and the plugin render byte-identical text.
 BENCH_TODAY = "08 July 2025"
@@ -224,8 +224,8 @@ def pin_today(source: str | os.PathLike, target: str | os.PathLike) -> Path:
 
 
 def demo_model_path() -> str:
-    """The demo checkpoint, built on first use (`trl_smol.models.materialize_demo_model`)."""
-    from trl_smol.models import materialize_demo_model
+    """The demo checkpoint, built on first use (`trl_smol.demo.materialize_demo_model`)."""
+    from trl_smol.demo import materialize_demo_model
 
     return str(materialize_demo_model())
 

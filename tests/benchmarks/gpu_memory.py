@@ -55,7 +55,8 @@ def select_cases(keys: list[str] | None) -> list[tuple]:
 
 def predicted(case: tuple) -> dict:
     """The estimator's figure for a case: bf16 weights and compute, gradient checkpointing on, LoRA r=16."""
-    from trl_smol.memory_estimate import SMOLLM3_3B, estimate_memory
+    from trl_smol.memory import estimate_memory
+    from trl_smol.memory.shapes import SMOLLM3_3B
 
     method, max_length, batch_size, optim = case
     estimate = estimate_memory(
@@ -120,8 +121,8 @@ def run_case(case: tuple, checkpoint: str, steps: int) -> dict:
     from transformers import AutoTokenizer
 
     from trl_smol import SmolSFTConfig, SmolSFTTrainer
-    from trl_smol.callbacks.memory import MemoryMonitorCallback
-    from trl_smol.presets import lora_config, qlora_quantization_config
+    from trl_smol.memory import lora_config, qlora_quantization_config
+    from trl_smol.memory.measure import MemoryMonitorCallback
 
     method, max_length, batch_size, optim = case
     generator = torch.Generator().manual_seed(0)

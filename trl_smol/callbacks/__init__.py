@@ -47,4 +47,16 @@ def load_callback(name: str, args: Any = None):
     return factory()
 
 
-__all__ = ["ENTRY_POINT_GROUP", "UnknownCallbackError", "load_callback", "registered_callbacks"]
+def run_first(callback_handler: Any, *callback_types: type) -> None:
+    """Move the callbacks of `callback_types` to the front of a trainer's `callback_handler`, in their order.
+
+    Callbacks that add values to a log event's `logs` (such as `MemoryMonitorCallback`) must run before the
+    reporters (trackio, wandb, ...) that send `logs`; transformers runs callbacks in list order and adds reporters
+    first. In a plain `transformers.Trainer`: `run_first(trainer.callback_handler, MemoryMonitorCallback)`.
+    """
+    callbacks = callback_handler.callbacks
+    first = [callback for callback in callbacks if isinstance(callback, callback_types)]
+    callback_handler.callbacks = first + [callback for callback in callbacks if callback not in first]
+
+
+__all__ = ["ENTRY_POINT_GROUP", "UnknownCallbackError", "load_callback", "registered_callbacks", "run_first"]

@@ -6,7 +6,7 @@ with `HF_DATASETS_OFFLINE=1` makes the libraries read them from there.
 
 ```python
 from trl_smol.testing import save_tiny_smollm3
-from trl_smol.testing_data import install_model_in_hub_cache, install_smoltalk2_in_cache
+from smoltalk2_data import install_model_in_hub_cache, install_smoltalk2_in_cache
 
 install_smoltalk2_in_cache(f"{hf_home}/datasets", rows_per_split=4)   # load_dataset("HuggingFaceTB/smoltalk2", "SFT")
 install_model_in_hub_cache(save_tiny_smollm3(tmp), "HuggingFaceTB/SmolLM3-3B-Base", f"{hf_home}/hub")
@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .mixtures import SMOLTALK2_ID, SMOLTALK2_SFT_CONFIG, SMOLTALK2_SFT_SPLITS, is_think_split
+from trl_smol.data.mixtures import SMOLTALK2_ID, SMOLTALK2_SFT_CONFIG, SMOLTALK2_SFT_SPLITS, is_think_split
 
 _TOPICS = ["the sea", "prime numbers", "a red kite", "tea", "Paris", "bicycles", "the moon", "sorting lists"]
 

@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from . import ENTRY_POINT_GROUP, registered_callbacks
+from ..callbacks import ENTRY_POINT_GROUP, registered_callbacks
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

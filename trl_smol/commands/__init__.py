@@ -1,0 +1,69 @@
+"""The `trl-smol` console script: tools around training (training itself is the stock `trl sft`).
+
+```bash
+trl-smol callbacks                          # callbacks that recipes can name
+trl-smol render --config recipe.yaml -n 3   # examples as the trainer sees them
+trl-smol doctor --config recipe.yaml        # hardware, preset, memory estimate, verdict
+trl-smol estimate --model HuggingFaceTB/SmolLM3-3B-Base --method qlora --max-length 4096
+```
+
+Each subcommand lives in its own module, which provides `configure_parser(parser)` and `run(args) -> int`; the
+table below is the only place that lists them, so `trl-smol --help` shows exactly what exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from .. import __version__
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "callbacks": ("trl_smol.commands.callbacks", "List the callbacks registered under `trl_smol.callbacks`."),
+    "render": (
+        "trl_smol.commands.render",
+        "Show examples of a recipe as the trainer will see them, trained tokens highlighted.",
+    ),
+    "doctor": (
+        "trl_smol.commands.doctor",
+        "Detect the hardware, pick a memory preset and check that the recipe fits.",
+    ),
+    "estimate": ("trl_smol.commands.estimate", "Estimate the memory of a hypothetical run, with a breakdown."),
+}
+
+
+def available_subcommands() -> dict[str, tuple[str, str]]:
+    """Subcommands whose module is present in this installation."""
+    return {name: entry for name, entry in SUBCOMMANDS.items() if importlib.util.find_spec(entry[0]) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trl-smol",
+        description="Tools for fine-tuning SmolLM3 with TRL. "
+        "Train with the stock command: trl sft --config recipe.yaml",
+    )
+    parser.add_argument("--version", action="version", version=f"trl-smol {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in available_subcommands().items():
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.configure_parser(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""`trl-smol doctor`: the hardware, the memory preset a recipe would get, what it changes, and whether it fits.
+
+```bash
+trl-smol doctor                                   # SmolLM3-3B-Base with TRL's defaults under `auto`
+trl-smol doctor --config recipes/smollm3_qlora.yaml
+trl-smol doctor --config recipe.yaml --preset 16gb   # plan for another machine's tier
+```
+
+The recipe is read as YAML without building the training arguments, so a GPU recipe can be checked on a laptop.
+Exit status: 0 when the run fits, 1 when it does not, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..config import UserSettings
+from ..memory import GIB, HardwareInfo, MemoryBudgetError, ModelShapeError, breakdown_table, detect_hardware
+from ..memory.tiers import UnknownPresetError
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolLM3-3B-Base"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="Recipe (YAML) to check; without it, TRL's defaults.")
+    parser.add_argument("--preset", help="Memory preset to plan with (default: the recipe's, or auto).")
+    parser.add_argument("--model", help=f"Model to plan for when the recipe names none (default {DEFAULT_MODEL}).")
+
+
+def recipe_arguments(recipe: dict[str, Any]) -> types.SimpleNamespace:
+    """Training arguments as the recipe sets them, over `SmolSFTConfig` defaults, without TrainingArguments checks.
+
+    The keys the recipe sets are the run's explicit settings, as the recipe parser records them for `trl sft`.
+    """
+    from ..config import SmolSFTConfig
+
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(SmolSFTConfig):
+        if f.default is not dataclasses.MISSING:
+            values[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            values[f.name] = f.default_factory()
+    names = set(values)
+    values.update({key: value for key, value in recipe.items() if key in names})
+    if values.get("activation_checkpointing") is not None:
+        values["gradient_checkpointing"] = values["activation_checkpointing"]
+    if values.get("bf16") is None:
+        values["bf16"] = not values.get("fp16")  # TRL's rule
+    values["process_index"] = 0
+    return types.SimpleNamespace(**values)
+
+
+def recipe_peft(recipe: dict[str, Any]) -> tuple[Any, Any]:
+    """The LoRA and 4-bit configs `trl sft` builds from the recipe's ModelConfig keys, or None."""
+    peft_config = quantization_config = None
+    if recipe.get("use_peft"):
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=int(recipe.get("lora_r", 16)),
+            lora_alpha=int(recipe.get("lora_alpha", 32)),
+            lora_dropout=float(recipe.get("lora_dropout", 0.05)),
+            target_modules=recipe.get("lora_target_modules"),
+            task_type="CAUSAL_LM",
+        )
+    if recipe.get("load_in_4bit"):
+        quantization_config = types.SimpleNamespace(
+            load_in_4bit=True, bnb_4bit_use_double_quant=bool(recipe.get("use_bnb_nested_quant", False))
+        )
+    return peft_config, quantization_config
+
+
+def hardware_table(hardware: HardwareInfo) -> Table:
+    table = Table(title="Hardware")
+    table.add_column("item")
+    table.add_column("value")
+    table.add_row("accelerator", hardware.accelerator)
+    for index, device in enumerate(hardware.devices):
+        capability = ".".join(map(str, device.compute_capability)) if device.compute_capability else "-"
+        table.add_row(
+            f"device {index}",
+            f"{device.name}: {device.total_memory / GIB:.1f} GiB total, {device.free_memory / GIB:.1f} GiB free, "
+            f"compute capability {capability}",
+        )
+    table.add_row("host RAM", f"{hardware.host_ram / GIB:.1f} GiB ({hardware.host_ram_available / GIB:.1f} available)")
+    table.add_row("bf16", _yes(hardware.bf16))
+    table.add_row("bitsandbytes 4-bit", _yes(hardware.bnb_4bit))
+    table.add_row("FlashAttention", _yes(hardware.flash_attention))
+    table.add_row("Liger kernels", _yes(hardware.liger_kernel))
+    for note in hardware.notes:
+        table.add_row("note", note)
+    return table
+
+
+def _yes(value: bool) -> str:
+    return "[green]yes[/green]" if value else "no"
+
+
+def run(args: argparse.Namespace, hardware: HardwareInfo | None = None) -> int:
+    import yaml
+
+    from ..plan import plan_run
+
+    console = Console()
+    recipe: dict[str, Any] = {}
+    if args.config:
+        try:
+            with open(args.config) as file:
+                recipe = yaml.safe_load(file) or {}
+        except (OSError, yaml.YAMLError) as error:
+            console.print(f"[red]trl-smol doctor: cannot read recipe {args.config}: {error}[/red]", soft_wrap=True)
+            return 2
+        if not isinstance(recipe, dict):
+            console.print(
+                f"[red]trl-smol doctor: recipe {args.config} is not a mapping of keys to values[/red]", soft_wrap=True
+            )
+            return 2
+    model = args.model or recipe.get("model_name_or_path") or DEFAULT_MODEL
+    preset = args.preset or recipe.get("memory_preset") or "auto"
+    if preset == "none":
+        console.print("The recipe says memory_preset: none; showing what `auto` would do.")
+        preset = "auto"
+    training_args = recipe_arguments(recipe)
+    peft_config, quantization_config = recipe_peft(recipe)
+
+    # Planning only: a GPU tier may be checked on a machine without a GPU (`--preset 16gb` on a laptop).
+    training_args.memory_preset, training_args.memory_preset_force = preset, True
+    explicit = frozenset(key for key in recipe if hasattr(training_args, key))
+    hardware = hardware or detect_hardware()
+    console.print(hardware_table(hardware))
+    try:
+        plan = plan_run(
+            training_args,
+            model_name=model,
+            peft_config=peft_config,
+            quantization_config=quantization_config,
+            hardware=hardware,
+            explicit=explicit,
+            user=UserSettings(explicit, args.config, recipe),
+        )
+    except (UnknownPresetError, ModelShapeError, MemoryBudgetError) as error:
+        console.print(f"[red]trl-smol doctor: {error}[/red]", soft_wrap=True)
+        return 2
+    result = plan.preset
+    console.print(result.table(title=f"Preset `{result.tier}` for {model}" + (" (auto)" if preset == "auto" else "")))
+    if result.estimate is not None:
+        console.print(breakdown_table(result.estimate, title="Estimated peak memory", budget=result.budget))
+    console.print(f"Training method: {plan.method}; precision: {plan.precision}", soft_wrap=True)
+    style = "green" if result.fits else "red"
+    console.print(f"[bold {style}]Verdict: {result.verdict}[/bold {style}]", soft_wrap=True)
+    return 0 if result.fits else 1

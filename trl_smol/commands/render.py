@@ -1,0 +1,204 @@
+"""`trl-smol render`: examples of a recipe as the trainer will see them, trained tokens highlighted.
+
+```bash
+trl-smol render --config recipe.yaml -n 3
+```
+
+For each of the first `n` training examples it shows the rendered text (trained tokens highlighted, the part cut by
+`max_length` struck through), the token counts, and warnings: cut by `max_length`, no trained tokens, an empty
+assistant turn, or a reasoning mode that disagrees with the content. Nothing is trained and no model is loaded: the
+recipe's tokenizer, chat template, `chat_template_kwargs`, validation and `assistant_only_loss` are applied exactly as
+[`SmolSFTTrainer`] applies them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import SmolSFTConfig
+
+
+@dataclass
+class RenderedExample:
+    """One example as the trainer sees it: `labels` is -100 where no loss is taken; tokens `keep_from:keep_to`
+    survive truncation by `max_length`."""
+
+    row: int
+    input_ids: list[int]
+    labels: list[int]
+    keep_from: int
+    keep_to: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def kept(self) -> int:
+        return self.keep_to - self.keep_from
+
+    @property
+    def trained(self) -> int:
+        return sum(label != -100 for label in self.labels[self.keep_from : self.keep_to])
+
+    def is_cut(self, position: int) -> bool:
+        return not self.keep_from <= position < self.keep_to
+
+
+def reasoning_mode(messages: list[dict[str, Any]], template_kwargs: dict[str, Any]) -> str:
+    """The SmolLM3 reasoning mode of a conversation: `enable_thinking`, overridden by a flag in the system prompt."""
+    enable = template_kwargs.get("enable_thinking")
+    mode = "/no_think" if enable is False else "/think"
+    first = messages[0] if messages else {}
+    system = first.get("content") if first.get("role") == "system" else None
+    if isinstance(system, str):
+        if "/no_think" in system:
+            mode = "/no_think"
+        elif "/think" in system:
+            mode = "/think"
+    return mode
+
+
+def example_warnings(messages: list[dict[str, Any]], template_kwargs: dict[str, Any], rendered: RenderedExample):
+    """Warnings for one example (see the module docstring)."""
+    found = []
+    total = len(rendered.input_ids)
+    if rendered.kept < total:
+        trained_total = sum(label != -100 for label in rendered.labels)
+        lost = trained_total - rendered.trained
+        found.append(f"cut by max_length: {total - rendered.kept} of {total} tokens dropped, {lost} of them trained")
+    if rendered.trained == 0:
+        found.append("no trained tokens: this example contributes no loss (TRL drops it)")
+    mode = reasoning_mode(messages, template_kwargs)
+    for i, message in enumerate(messages):
+        if message.get("role") != "assistant":
+            continue
+        content = message.get("content") or ""
+        if not content.strip() and not message.get("tool_calls") and not message.get("reasoning_content"):
+            found.append(f"empty assistant turn: messages[{i}]")
+        has_thoughts = "<think>" in content and content.split("<think>", 1)[1].split("</think>", 1)[0].strip() != ""
+        if mode == "/no_think" and (has_thoughts or message.get("reasoning_content")):
+            found.append(f"messages[{i}] has reasoning but the mode is /no_think (an empty think block is rendered)")
+        if mode == "/think" and not has_thoughts and not message.get("reasoning_content"):
+            found.append(f"messages[{i}] has no <think> reasoning but the mode is /think")
+    return found
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="Recipe (YAML) as given to `trl sft --config`.")
+    parser.add_argument("-n", "--num-examples", type=int, default=3, help="How many training examples to show.")
+    parser.add_argument("--start", type=int, default=0, help="Index of the first example to show.")
+
+
+def load_recipe(config_path: str, extra: list[str] | None = None):
+    """Parse a recipe like `trl sft` does: (script_args, training_args, model_args, dataset_args)."""
+    from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments
+
+    from ..parser import SmolTrlParser
+
+    parser = SmolTrlParser((ScriptArguments, SmolSFTConfig, ModelConfig, DatasetMixtureConfig))
+    return parser.parse_args_and_config(["--config", config_path, *(extra or [])], fail_with_unknown_args=False)[:4]
+
+
+def load_train_split(script_args, dataset_args):
+    """The training split, loaded as the stock `trl sft` script loads it."""
+    from datasets import load_dataset
+    from trl import get_dataset
+
+    if dataset_args.datasets:
+        dataset = get_dataset(dataset_args)
+    elif script_args.dataset_name:
+        dataset = load_dataset(
+            script_args.dataset_name, name=script_args.dataset_config, streaming=script_args.dataset_streaming
+        )
+    else:
+        raise ValueError("The recipe sets neither `datasets` nor `dataset_name`: there is nothing to render.")
+    return dataset[script_args.dataset_train_split]
+
+
+def render_examples(
+    dataset, tokenizer, args: SmolSFTConfig, *, start: int = 0, count: int = 3, template_applied: bool | None = None
+):
+    """Validate, template and tokenize `count` rows from `start` like the trainer; returns (rows, RenderedExample).
+
+    `template_applied`: the plugin put its SmolLM3 template on `tokenizer` for this run (then the fixed `today` date
+    applies, as in training); `None` decides from the tokenizer's template.
+    """
+    from datasets import Dataset
+
+    from ..data import prepare_conversations, tokenize_conversations
+
+    if isinstance(dataset, Dataset):
+        rows = dataset.select(range(start, min(start + count, len(dataset))))
+    else:
+        rows = Dataset.from_list(list(dataset.skip(start).take(count)))
+    if "messages" not in rows.column_names and "conversations" not in rows.column_names:
+        raise ValueError(f"The dataset has no `messages` column (columns: {', '.join(rows.column_names)}).")
+    rows = rows.add_column("_row", list(range(start, start + len(rows))))
+    name = "train" if start == 0 else f"train[{start}:]"  # row numbers in errors count from `start`
+    defaults = None if template_applied is None else args.template_defaults(template_applied)
+    prepared = prepare_conversations(
+        rows, args=args, dataset_name=name, processing_class=tokenizer, template_defaults=defaults
+    )
+    tokenized = tokenize_conversations(prepared, tokenizer, args=args, dataset_name=name)
+    results = []
+    for example in tokenized:
+        total = len(example["input_ids"])
+        keep_from, keep_to = 0, total
+        if args.max_length is not None and not args.packing:  # as TRL truncates (packing splits instead)
+            if args.truncation_mode == "keep_end":
+                keep_from = max(0, total - args.max_length)
+            else:
+                keep_to = min(total, args.max_length)
+        rendered = RenderedExample(example["_row"], example["input_ids"], example["labels"], keep_from, keep_to)
+        template_kwargs = {k: v for k, v in (example.get("chat_template_kwargs") or {}).items() if v is not None}
+        rendered.warnings = example_warnings(example["messages"], template_kwargs, rendered)
+        results.append((example, rendered))
+    return results
+
+
+def _styled(tokenizer, rendered: RenderedExample):
+    from rich.text import Text
+
+    text = Text()
+    for position, (token_id, label) in enumerate(zip(rendered.input_ids, rendered.labels, strict=True)):
+        style = "bold green" if label != -100 else "dim"
+        if rendered.is_cut(position):
+            style += " strike red"
+        text.append(tokenizer.decode([token_id]), style=style)
+    return text
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.panel import Panel
+    from transformers import AutoTokenizer
+
+    from ..models import resolve_model_name
+    from ..templating import apply_smollm3_template, smollm3_template_reason
+
+    console = Console()
+    script_args, training_args, model_args, dataset_args = load_recipe(args.config)
+    model_name = resolve_model_name(model_args.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=training_args.trust_remote_code)
+    reason = smollm3_template_reason(tokenizer, model_name, training_args.smol_chat_template)
+    if reason is not None:
+        apply_smollm3_template(tokenizer)
+    template = f"SmolLM3 ({reason})" if reason else "the tokenizer's own"
+    loss = "assistant turns only" if training_args.assistant_only_loss else "every token"
+    console.print(
+        f"[bold]{args.config}[/]: model {model_args.model_name_or_path}, chat template: {template}, loss on {loss}, "
+        f"max_length {training_args.max_length}, packing {training_args.packing}"
+    )
+    console.print("Legend: [bold green]trained[/] [dim]not trained[/] [strike red]cut by max_length[/]")
+    dataset = load_train_split(script_args, dataset_args)
+    results = render_examples(
+        dataset, tokenizer, training_args, start=args.start, count=args.num_examples, template_applied=bool(reason)
+    )
+    for _, rendered in results:
+        counts = f"{len(rendered.input_ids)} tokens, {rendered.kept} kept, {rendered.trained} trained"
+        console.print(Panel(_styled(tokenizer, rendered), title=f"row {rendered.row}", subtitle=counts))
+        for warning in rendered.warnings:
+            console.print(f"[yellow]warning[/] row {rendered.row}: {warning}")
+    if not results:
+        console.print("[yellow]No rows to show.[/]")
+    return 0

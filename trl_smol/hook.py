@@ -1,0 +1,68 @@
+"""The one piece of magic: how the plugin enters the stock `trl sft` flow. Nothing else touches another library.
+
+TRL reads no plugin entry point, so the package installs `trl_smol.pth` into site-packages. Python executes it at
+start-up of every interpreter; it calls [`bootstrap`], which looks at `sys.argv` and, only in the two kinds of process
+of `trl sft` (see [`trl_smol.launch`]), registers a post-import hook (wrapt) on `trl`. When `trl` is imported there,
+the hook replaces these names on the `trl` module of that process:
+
+- `trl.SFTConfig` -> [`SmolSFTConfig`]: `trl sft --help` lists the plugin options and recipes may use its keys;
+- `trl.TrlParser` -> [`SmolTrlParser`]: a recipe key that neither TRL, the plugin nor `accelerate launch` knows
+  fails at once, naming the key and the closest valid one (stock TRL would pass it to `accelerate launch`);
+- `trl.SFTTrainer` -> [`SmolSFTTrainer`] (script process only): the trainer that trains is the plugin's;
+- `trl.get_dataset` -> [`trl_smol.data.mixtures.get_dataset`] (script process only): a `datasets:` mixture whose
+  entries have different columns fails naming both, where TRL would fill the gaps with nulls.
+
+Every other process, including a user's own program that imports trl, is left alone: `from trl import SFTTrainer`
+returns TRL's class there. `TRL_SMOL_DISABLE=1` switches everything off.
+
+Keep the import of this module free of anything but the standard library: it runs at every interpreter start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .launch import ACTIVE_ENV, current_role, is_disabled
+
+
+def bootstrap() -> None:
+    """Entry point of `trl_smol.pth`. Never breaks an unrelated interpreter: a failure is one line on stderr."""
+    try:
+        install()
+    except Exception as error:
+        print(
+            f"trl-smol: plugin not activated ({type(error).__name__}: {error}). Install trl-smol and its dependencies "
+            "(`pip install trl-smol`) in this environment, or set TRL_SMOL_DISABLE=1 to silence this.",
+            file=sys.stderr,
+        )
+
+
+def install() -> str | None:
+    """Register the post-import hook when this process belongs to `trl sft`. Returns the detected role."""
+    if is_disabled():
+        return None
+    role = current_role()
+    if role is None:
+        return None
+    import wrapt
+
+    # trl/__init__.py replaces itself in sys.modules by a lazy module: patch that one, not the module the hook gets.
+    wrapt.register_post_import_hook(lambda _module: patch_trl(sys.modules["trl"], role), "trl")
+    return role
+
+
+def patch_trl(trl_module, role: str) -> None:
+    """Swap the plugin's classes into `trl` for this process (see the module docstring)."""
+    from .config import SmolSFTConfig
+    from .parser import SmolTrlParser
+
+    trl_module.SFTConfig = SmolSFTConfig
+    trl_module.TrlParser = SmolTrlParser
+    if role == "script":
+        from .data.mixtures import get_dataset
+        from .trainer import SmolSFTTrainer
+
+        trl_module.SFTTrainer = SmolSFTTrainer
+        trl_module.get_dataset = get_dataset
+        os.environ[ACTIVE_ENV] = "1"

@@ -1,0 +1,186 @@
+"""What this machine offers for training: accelerator, memory, precision and optional kernels.
+
+```python
+from trl_smol.memory.hardware import detect_hardware
+
+hardware = detect_hardware()
+hardware.accelerator          # "cuda", "mps" or "cpu"
+hardware.device_memory        # bytes usable on the smallest device (host RAM on CPU)
+hardware.bf16                 # bf16 mixed precision supported
+```
+
+Everything is read through torch, `importlib` and psutil; nothing is allocated on the device beyond the CUDA context
+that `torch.cuda.mem_get_info` creates.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+
+import psutil
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One accelerator: its name, total and free memory in bytes, and CUDA compute capability (`None` elsewhere)."""
+
+    name: str
+    total_memory: int
+    free_memory: int
+    compute_capability: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class HardwareInfo:
+    """The hardware description the presets and the estimator work from. Build one by hand to plan for another machine.
+
+    ```python
+    HardwareInfo.fake_cuda(16, name="Tesla T4", bf16=False, compute_capability=(7, 5))
+    ```
+    """
+
+    accelerator: str  # "cuda", "mps" or "cpu"
+    devices: tuple[DeviceInfo, ...] = ()
+    host_ram: int = 0
+    host_ram_available: int = 0
+    bf16: bool = False
+    fp16: bool = False
+    bnb_4bit: bool = False
+    flash_attention: bool = False
+    liger_kernel: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def count(self) -> int:
+        return len(self.devices)
+
+    @property
+    def name(self) -> str:
+        if not self.devices:
+            return "CPU"
+        names = sorted({device.name for device in self.devices})
+        return f"{self.count}x {', '.join(names)}" if self.count > 1 else names[0]
+
+    @property
+    def device_memory(self) -> int:
+        """Memory one training process can use: the smallest accelerator, or the host RAM on CPU."""
+        if not self.devices:
+            return self.host_ram
+        return min(device.total_memory for device in self.devices)
+
+    @property
+    def free_device_memory(self) -> int:
+        if not self.devices:
+            return self.host_ram_available
+        return min(device.free_memory for device in self.devices)
+
+    @property
+    def compute_capability(self) -> tuple[int, int] | None:
+        capabilities = [device.compute_capability for device in self.devices if device.compute_capability]
+        return min(capabilities) if capabilities else None
+
+    @classmethod
+    def fake_cuda(
+        cls,
+        gib: float,
+        *,
+        name: str = "NVIDIA GPU",
+        count: int = 1,
+        bf16: bool = True,
+        compute_capability: tuple[int, int] = (8, 0),
+        flash_attention: bool = False,
+        liger_kernel: bool = False,
+        host_ram_gib: float = 64,
+    ) -> HardwareInfo:
+        """A CUDA machine with `count` devices of `gib` GiB each, for planning and tests."""
+        device = DeviceInfo(name, int(gib * GIB), int(gib * GIB), compute_capability)
+        return cls(
+            accelerator="cuda",
+            devices=(device,) * count,
+            host_ram=int(host_ram_gib * GIB),
+            host_ram_available=int(host_ram_gib * GIB),
+            bf16=bf16,
+            fp16=True,
+            bnb_4bit=True,
+            flash_attention=flash_attention,
+            liger_kernel=liger_kernel,
+        )
+
+    @classmethod
+    def fake_cpu(cls, ram_gib: float = 16) -> HardwareInfo:
+        ram = int(ram_gib * GIB)
+        return cls(accelerator="cpu", host_ram=ram, host_ram_available=ram)
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def detect_hardware() -> HardwareInfo:
+    """Describe this machine: CUDA devices first, then Apple MPS, else the CPU."""
+    import torch
+
+    memory = psutil.virtual_memory()
+    host = {"host_ram": int(memory.total), "host_ram_available": int(memory.available)}
+    notes: list[str] = []
+
+    if torch.cuda.is_available():
+        devices = []
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            try:
+                free, total = torch.cuda.mem_get_info(index)
+            except RuntimeError:  # e.g. a device in exclusive mode held by another process
+                free, total = props.total_memory, props.total_memory
+                notes.append(f"cuda:{index}: free memory unknown")
+            devices.append(DeviceInfo(props.name, int(total), int(free), (props.major, props.minor)))
+        capability = min(device.compute_capability for device in devices)
+        ampere = capability >= (8, 0)
+        return HardwareInfo(
+            accelerator="cuda",
+            devices=tuple(devices),
+            bf16=bool(torch.cuda.is_bf16_supported(including_emulation=False)),
+            fp16=True,
+            bnb_4bit=_installed("bitsandbytes"),
+            # FlashAttention 2 and the Liger (Triton) kernels need Ampere or newer and their packages.
+            flash_attention=ampere and (_installed("flash_attn") or _installed("kernels")),
+            liger_kernel=ampere and _installed("liger_kernel"),
+            notes=tuple(notes),
+            **host,
+        )
+
+    if torch.backends.mps.is_available():
+        # Unified memory: Metal's recommended working set is what one process can use without swapping.
+        budget = int(torch.mps.recommended_max_memory())
+        free = max(0, budget - int(torch.mps.driver_allocated_memory()))
+        return HardwareInfo(
+            accelerator="mps",
+            devices=(DeviceInfo("Apple MPS", budget, free),),
+            bf16=True,
+            fp16=True,
+            notes=("bitsandbytes 4-bit, FlashAttention and Liger need CUDA",),
+            **host,
+        )
+
+    return HardwareInfo(accelerator="cpu", notes=("no accelerator found: training runs on the CPU",), **host)
+
+
+def bitsandbytes_4bit_error(device: str | None = None) -> str | None:
+    """Why bitsandbytes cannot quantize to 4-bit on `device` (default: CUDA if present, else CPU); None if it can.
+
+    Importing bitsandbytes is not enough (it imports without a backend for the device), so a tiny NF4 quantisation is
+    tried on the device, as loading a 4-bit model would.
+    """
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        import bitsandbytes.functional as bnb_functional
+
+        bnb_functional.quantize_4bit(torch.ones(64, dtype=torch.float32, device=device), quant_type="nf4")
+    except Exception as error:  # ImportError, RuntimeError or NotImplementedError from a missing backend
+        return f"{type(error).__name__}: {error}"
+    return None

@@ -1,0 +1,388 @@
+"""Memory presets: settings that fit a SmolLM3 SFT run to the memory of the machine it runs on.
+
+```yaml
+# recipe.yaml, run with `trl sft --config recipe.yaml`
+model_name_or_path: HuggingFaceTB/SmolLM3-3B-Base
+memory_preset: auto          # or cpu, 8gb, 12gb, 16gb, 24gb, 40gb, 80gb; `none` (default) changes nothing
+learning_rate: 2.0e-4        # explicit settings always win over the preset
+```
+
+```python
+from trl_smol.memory import detect_hardware, plan_memory_preset
+
+plan = plan_memory_preset("16gb", args, model_name="HuggingFaceTB/SmolLM3-3B", hardware=detect_hardware())
+for row in plan.rows:  # every change and every conflict, with the reason
+    print(row.setting, row.preset_value, row.value, row.status, row.reason)
+```
+
+A tier sets the method (QLoRA / LoRA / full fine-tuning), per-device batch and gradient accumulation (keeping the
+recipe's effective batch size), gradient checkpointing, the optimizer, the precision and load dtype, `max_length`
+when the recipe left it unset, and padding-free batches where FlashAttention is installed. It changes only settings
+that the recipe and the command line did not set (`explicit`, by default [`trl_smol.config.explicit_settings`]); a
+LoRA or 4-bit config is created only when the caller passed none. [`apply_memory_preset`] writes the changes, prints
+every change and conflict in one table and stops when explicit settings make the estimate exceed the device, unless
+`memory_preset_force` is set.
+
+The tier values come from the estimator (`trl_smol.memory.estimate`) for SmolLM3-3B: the 8 GB and 16 GB tiers leave
+more than 10% headroom by the estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import explicit_settings
+from .estimate import MemoryEstimate
+from .hardware import GIB, HardwareInfo, detect_hardware
+from .run_settings import (
+    copy_with,
+    dtype_name,
+    estimate_for_run,
+    get_setting,
+    is_explicit,
+    lora_config,
+    method_of,
+    qlora_quantization_config,
+    set_setting,
+)
+from .shapes import ModelShape, ModelShapeError, model_shape
+from .tiers import TIERS, MemoryBudgetError, next_smaller_tier, resolve_tier
+
+HEADROOM = 0.10  # verdict "fits" needs the estimate at or under 90% of the budget
+
+
+@dataclass
+class PresetRow:
+    """One line of the start-up table: what the preset wanted for a setting and what the run uses."""
+
+    setting: str
+    preset_value: Any
+    value: Any
+    status: str  # "changed", "kept: explicit", "breaks the budget", "unavailable", "info"
+    reason: str = ""
+
+
+@dataclass
+class PresetResult:
+    """What a preset decided. `peft_config` / `quantization_config` are what the trainer should use."""
+
+    tier: str
+    requested: str
+    hardware: HardwareInfo
+    method: str
+    rows: list[PresetRow]
+    changes: dict[str, Any]
+    peft_config: Any
+    quantization_config: Any
+    estimate: MemoryEstimate | None
+    budget: int
+    fits: bool
+    culprits: list[str] = field(default_factory=list)
+
+    @property
+    def fraction(self) -> float | None:
+        return self.estimate.fraction_of(self.budget) if self.estimate else None
+
+    @property
+    def verdict(self) -> str:
+        if self.estimate is None:
+            return "unknown: the model's shape could not be read"
+        fraction = self.fraction
+        if fraction > 1:
+            smaller = self.suggestion()
+            return f"does not fit ({fraction:.0%} of {self.budget / GIB:.1f} GiB){smaller}"
+        headroom = 1 - fraction
+        if headroom < HEADROOM:
+            return f"fits, tight: {headroom:.0%} headroom of {self.budget / GIB:.1f} GiB"
+        return f"fits with {headroom:.0%} headroom of {self.budget / GIB:.1f} GiB"
+
+    def suggestion(self) -> str:
+        if self.culprits:
+            return f": the explicit {', '.join(self.culprits)} break the budget; unset them or lower them"
+        smaller = next_smaller_tier(self.tier)
+        return f": try memory_preset={smaller}" if smaller else ": lower max_length or the batch size"
+
+    def table(self, title: str | None = None):
+        from rich.table import Table
+
+        title = title or f"trl-smol memory preset `{self.tier}`" + (
+            f" (auto on {self.hardware.name})" if self.requested == "auto" else ""
+        )
+        table = Table(title=title, caption=f"estimate: {self.verdict}")
+        table.add_column("setting", no_wrap=True)
+        table.add_column("preset", overflow="fold")
+        table.add_column("used", overflow="fold")
+        table.add_column("status", no_wrap=True)
+        table.add_column("why")
+        styles = {"changed": "green", "kept: explicit": "yellow", "breaks the budget": "bold red"}
+        for row in self.rows:
+            style = styles.get(row.status, "")
+            status = f"[{style}]{row.status}[/{style}]" if style else row.status
+            table.add_row(row.setting, _show(row.preset_value), _show(row.value), status, row.reason)
+        return table
+
+
+def _show(value: Any) -> str:
+    value = getattr(value, "value", value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "-" if value is None else str(value)
+
+
+def plan_memory_preset(
+    name: str,
+    args: Any,
+    *,
+    model_name: Any = None,
+    peft_config: Any = None,
+    quantization_config: Any = None,
+    hardware: HardwareInfo | None = None,
+    explicit: frozenset[str] | None = None,
+) -> PresetResult:
+    """Decide what preset `name` changes, on a copy of `args`; nothing on `args` is modified.
+
+    `model_name` is a hub id, a local path, a config, a [`ModelShape`] or a model object. The returned
+    `PresetResult.changes` maps field names to the new values; [`apply_memory_preset`] writes them.
+    """
+    import copy
+
+    hardware = hardware or detect_hardware()
+    tier_name = resolve_tier(name, hardware)
+    tier = TIERS[tier_name]
+    explicit = explicit_settings(args) if explicit is None else explicit
+    planned = copy.copy(args)  # shallow: model_init_kwargs is replaced, never mutated
+    rows: list[PresetRow] = []
+    changes: dict[str, Any] = {}
+
+    def propose(setting: str, value: Any, reason: str) -> None:
+        current = get_setting(planned, setting)
+        if is_explicit(setting, explicit):
+            if current != value:
+                rows.append(PresetRow(setting, value, current, "kept: explicit", "set in the recipe or command line"))
+            return
+        if current != value:
+            set_setting(planned, setting, value)
+            changes[setting] = value
+            rows.append(PresetRow(setting, value, value, "changed", reason))
+
+    loaded_model = (
+        model_name is not None and not isinstance(model_name, (str, ModelShape)) and hasattr(model_name, "parameters")
+    )
+
+    # Method: what the caller passed wins; QLoRA needs bitsandbytes 4-bit and a model that is still to be loaded.
+    method = method_of(peft_config, quantization_config, args)
+    method_explicit = method is not None or getattr(model_name, "is_loaded_in_4bit", False)
+    if method is None:
+        method = tier.method
+        if method == "qlora" and not hardware.bnb_4bit and tier.accelerator == hardware.accelerator:
+            method = "lora"
+            rows.append(PresetRow("method", "qlora", "lora", "unavailable", "bitsandbytes 4-bit is not usable here"))
+        elif method == "qlora" and loaded_model:
+            method = "lora"
+            rows.append(PresetRow("method", "qlora", "lora", "unavailable", "the model is already loaded"))
+        else:
+            rows.append(PresetRow("method", tier.method, method, "changed", f"{tier.name} tier"))
+    elif method != tier.method:
+        rows.append(PresetRow("method", tier.method, method, "kept: explicit", "peft/quantization config passed"))
+
+    # Precision: bf16 autocast where supported, fp16 otherwise; float32 on CPU.
+    if tier.accelerator == "cpu":
+        compute = "float32"
+        propose("bf16", False, "CPU: float32 training")
+        propose("fp16", False, "CPU: float32 training")
+    else:
+        compute = "bfloat16" if hardware.bf16 or hardware.accelerator == "cpu" else "float16"
+        propose("bf16", compute == "bfloat16", "bf16 supported" if compute == "bfloat16" else "no bf16 here")
+        propose("fp16", compute == "float16", "no bf16 here: fp16 mixed precision" if compute == "float16" else "")
+        compute = dtype_name(planned)
+
+    # Load dtype: half precision weights except for float32 master weights (80gb) and fp16 full fine-tuning, which
+    # needs float32 weights for the gradient scaler.
+    if not loaded_model:
+        init_kwargs = dict(getattr(planned, "model_init_kwargs", None) or {})
+        if compute == "float32" or (method == "full" and (tier.master_weights_fp32 or compute == "float16")):
+            load_dtype = "float32"
+        else:
+            load_dtype = compute
+        if "dtype" not in init_kwargs and "torch_dtype" not in init_kwargs:
+            if load_dtype != "float32":  # float32 is what TRL loads by default
+                init_kwargs["dtype"] = load_dtype
+                reason = "half-precision weights" + (" (4-bit projections)" if method == "qlora" else "")
+                rows.append(PresetRow("model_init_kwargs.dtype", load_dtype, load_dtype, "changed", reason))
+        elif (init_kwargs.get("dtype") or init_kwargs.get("torch_dtype")) != load_dtype:
+            current = init_kwargs.get("dtype") or init_kwargs.get("torch_dtype")
+            rows.append(PresetRow("model_init_kwargs.dtype", load_dtype, current, "kept: explicit", "set by the user"))
+        if hardware.flash_attention and "attn_implementation" not in init_kwargs and tier.accelerator == "cuda":
+            init_kwargs["attn_implementation"] = "flash_attention_2"
+            rows.append(PresetRow("model_init_kwargs.attn_implementation", "flash_attention_2", "flash_attention_2",
+                                  "changed", "FlashAttention is installed"))  # fmt: skip
+        if init_kwargs != (getattr(planned, "model_init_kwargs", None) or {}):
+            planned.model_init_kwargs = init_kwargs
+            changes["model_init_kwargs"] = init_kwargs
+
+    # Batch: the tier's micro-batch, accumulation chosen to keep the recipe's effective batch size.
+    bs_explicit = is_explicit("per_device_train_batch_size", explicit)
+    ga_explicit = is_explicit("gradient_accumulation_steps", explicit)
+    if bs_explicit or ga_explicit:
+        effective = args.per_device_train_batch_size * args.gradient_accumulation_steps
+        why = "keeps the recipe's effective batch of"
+    else:
+        effective = tier.effective_batch_size
+        why = "effective batch"
+    micro = min(tier.per_device_train_batch_size, effective)
+    propose("per_device_train_batch_size", micro, f"fits the {tier.name} tier")
+    accumulation = max(1, effective // planned.per_device_train_batch_size)
+    propose("gradient_accumulation_steps", accumulation, f"{why} {effective}")
+
+    propose("gradient_checkpointing", tier.gradient_checkpointing, "recompute activations in backward")
+    optim = tier.optim
+    if "8bit" in optim and not hardware.bnb_4bit and tier.accelerator == hardware.accelerator:
+        optim = "adamw_torch_fused"
+    propose("optim", optim, "8-bit states: 2 B/param" if "8bit" in optim else "fused AdamW: no update copy")
+    propose("max_length", tier.max_length, "sequence length this tier is sized for")
+    if hardware.flash_attention and tier.accelerator == "cuda":
+        propose("padding_free", True, "FlashAttention: no padding tokens in the batch")
+    if hardware.liger_kernel and tier.accelerator == "cuda":
+        propose("use_liger_kernel", True, "Liger kernels are installed")
+
+    # PEFT / 4-bit configs, only when the caller passed none.
+    new_peft, new_quant = peft_config, quantization_config
+    if not method_explicit and method in ("lora", "qlora"):
+        new_peft = lora_config(tier.lora_r or 16)
+        rows.append(PresetRow("peft_config", f"LoRA r={new_peft.r}", f"LoRA r={new_peft.r}", "changed",
+                              "all 7 projections, alpha 2r, dropout 0"))  # fmt: skip
+        if method == "qlora":
+            new_quant = qlora_quantization_config(compute if compute != "float32" else "bfloat16")
+            rows.append(PresetRow("quantization_config", "NF4 + double quant", "NF4 + double quant", "changed",
+                                  f"4-bit weights, {compute} compute"))  # fmt: skip
+
+    # Estimate and budget.
+    device = "cpu" if tier.accelerator == "cpu" else hardware.accelerator if hardware.devices else "cuda"
+    if tier.accelerator == "cpu":
+        budget = hardware.host_ram_available or hardware.host_ram
+    else:
+        budget = tier.capacity
+        if hardware.accelerator != "cpu" and hardware.devices:
+            budget = min(budget, hardware.device_memory)
+    shape = _shape_or_none(model_name, rows)
+    estimate = None
+    culprits: list[str] = []
+    if shape is not None:
+        estimate = estimate_for_run(
+            planned, model_name, peft_config=new_peft, quantization_config=new_quant, device=device, shape=shape
+        )
+        if estimate.total_bytes > budget:
+            culprits = _find_culprits(planned, tier, explicit, model_name, new_peft, new_quant, device, shape, budget)
+            for row in rows:
+                if row.setting in culprits and row.status == "kept: explicit":
+                    row.status = "breaks the budget"
+            for culprit in culprits:
+                if not any(row.setting == culprit for row in rows):
+                    rows.append(
+                        PresetRow(culprit, "-", get_setting(planned, culprit), "breaks the budget", "explicit")
+                    )
+    return PresetResult(
+        tier=tier_name,
+        requested=name,
+        hardware=hardware,
+        method=method,
+        rows=rows,
+        changes=changes,
+        peft_config=new_peft,
+        quantization_config=new_quant,
+        estimate=estimate,
+        budget=budget,
+        fits=estimate is None or estimate.total_bytes <= budget,
+        culprits=culprits,
+    )
+
+
+def _shape_or_none(model: Any, rows: list[PresetRow]) -> ModelShape | None:
+    if model is None or model == "":
+        rows.append(PresetRow("estimate", "-", "-", "unavailable", "no model name: nothing to estimate"))
+        return None
+    return model_shape(model)  # raises ModelShapeError with what to do
+
+
+def _find_culprits(planned, tier, explicit, model, peft, quant, device, shape, budget) -> list[str]:
+    """Explicit settings which, set to the tier's value instead, bring the estimate under the budget."""
+    tier_values = {
+        "max_length": tier.max_length,
+        "per_device_train_batch_size": tier.per_device_train_batch_size,
+        "gradient_checkpointing": tier.gradient_checkpointing,
+        "optim": tier.optim,
+    }
+    base = estimate_for_run(planned, model, peft_config=peft, quantization_config=quant, device=device, shape=shape)
+    savings: dict[str, int] = {}
+    for setting, value in tier_values.items():
+        if not is_explicit(setting, explicit) or get_setting(planned, setting) == value:
+            continue
+        trial = copy_with(planned, setting, value)
+        trial_estimate = estimate_for_run(trial, model, peft_config=peft, quantization_config=quant, device=device,
+                                          shape=shape)  # fmt: skip
+        savings[setting] = base.total_bytes - trial_estimate.total_bytes
+    if not savings:
+        return []
+    single = [setting for setting, saved in savings.items() if base.total_bytes - saved <= budget]
+    if single:
+        return single
+    return [setting for setting, saved in sorted(savings.items(), key=lambda item: -item[1]) if saved > 0]
+
+
+def plan_requested_preset(
+    args: Any,
+    *,
+    model_name: Any,
+    peft_config: Any = None,
+    quantization_config: Any = None,
+    hardware: HardwareInfo | None = None,
+    explicit: frozenset[str] | None = None,
+) -> PresetResult:
+    """[`plan_memory_preset`] for `args.memory_preset`, refusing a GPU tier on a machine without one (unless
+    `memory_preset_force`). Raises [`UnknownPresetError`] for an unknown name; nothing on `args` is modified."""
+    name = str(args.memory_preset).lower()
+    if name == "none":
+        raise ValueError("memory_preset is `none`: there is nothing to plan.")
+    hardware = hardware or detect_hardware()
+    tier_name = resolve_tier(name, hardware)
+    if TIERS[tier_name].accelerator == "cuda" and hardware.accelerator == "cpu" and not args.memory_preset_force:
+        raise MemoryBudgetError(
+            f"memory_preset={name} is a GPU tier, but no GPU was found. Use memory_preset=cpu or auto, or set "
+            "memory_preset_force: true to apply it anyway."
+        )
+    try:
+        return plan_memory_preset(
+            name, args, model_name=model_name, peft_config=peft_config, quantization_config=quantization_config,
+            hardware=hardware, explicit=explicit,
+        )  # fmt: skip
+    except ModelShapeError as error:
+        raise ModelShapeError(f"memory_preset={name}: {error}") from error
+
+
+def write_preset(args: Any, result: PresetResult) -> None:
+    """Write the preset's changes into `args`, then stop when the estimate exceeds the budget and
+    `memory_preset_force` is off ([`MemoryBudgetError`], naming the settings that break it)."""
+    for setting, value in result.changes.items():
+        set_setting(args, setting, value)
+    if not result.fits and not getattr(args, "memory_preset_force", False):
+        raise MemoryBudgetError(
+            f"memory_preset={result.tier}: the estimate ({result.estimate.total_gib:.1f} GiB) exceeds the "
+            f"{result.budget / GIB:.1f} GiB budget{result.suggestion()}. Set memory_preset_force: true to start "
+            "anyway, or memory_preset: none to leave memory to the recipe."
+        )
+
+
+def apply_memory_preset(args: Any, *, print_table: bool | None = None, **planning: Any) -> PresetResult:
+    """Plan `args.memory_preset` ([`plan_requested_preset`], same keywords), write it into `args` in place
+    ([`write_preset`]) and return what was decided. The table of changes and conflicts is printed first (by default
+    on the main process). `SmolSFTTrainer` does the same through its run plan."""
+    result = plan_requested_preset(args, **planning)
+    if print_table is None:
+        print_table = getattr(args, "process_index", 0) == 0
+    if print_table:
+        from rich.console import Console
+
+        Console().print(result.table())
+    write_preset(args, result)
+    return result

@@ -1,0 +1,175 @@
+"""The run plan: everything the plugin decided for one run, resolved once before the model loads.
+
+A [`RunPlan`] says what the user set (the recipe, the command line or the config's constructor), what a memory preset
+changed and why, the training method, the precision, whether the SmolLM3 chat template applies and why, and which
+callbacks the plugin adds. `SmolSFTTrainer` builds it with [`plan_run`] and hands it to its callbacks, the banner, the
+out-of-memory handler and the model card; `trl-smol doctor` builds the same plan from a recipe without loading a model.
+
+```python
+from trl_smol.plan import plan_run
+
+plan = plan_run(args, model_name="HuggingFaceTB/SmolLM3-3B-Base", tokenizer=tokenizer, conversational=True)
+plan.method              # "qlora" (chosen by the 8gb preset), "lora", "full", or a PEFT type such as "prompt_tuning"
+plan.preset.rows         # every change and conflict of the preset, with the reason
+plan.banner()            # the one line printed at start-up
+```
+
+Nothing here changes the training arguments or the tokenizer: [`apply_run_plan`] does, in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import __version__
+from .config import UserSettings, bf16_trainable, explicit_settings
+from .launch import entered_through_trl_sft
+from .memory import PresetResult
+from .memory.hardware import HardwareInfo
+from .memory.planner import plan_requested_preset, write_preset
+from .templating import END_OF_TURN, apply_smollm3_template, smollm3_template_reason
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What one run does beyond stock TRL, and why. Built by [`plan_run`]; read-only afterwards."""
+
+    entry: str  # "trl sft" or "python"
+    user: UserSettings
+    model_name: str | None
+    method: str
+    precision: str  # "bf16", "fp16" or "float32", after the preset
+    precision_reason: str | None  # set when the plugin, not the user, decided the precision
+    preset: PresetResult | None
+    chat_template: str | None  # why the SmolLM3 template is put on the tokenizer; None keeps the tokenizer's own
+    smollm3_template: bool  # the plugin applies its SmolLM3 template in this run (then `today` is fixed too)
+    callbacks: tuple[str, ...]
+    peft_config: Any = field(default=None, compare=False)
+    quantization_config: Any = field(default=None, compare=False)
+
+    @property
+    def explicit(self) -> frozenset[str]:
+        return self.user.explicit
+
+    @property
+    def estimate_bytes(self) -> int | None:
+        estimate = self.preset.estimate if self.preset is not None else None
+        return estimate.total_bytes if estimate is not None else None
+
+    def features(self) -> dict[str, str]:
+        """The plugin's behaviours in this run, by name: what the banner and the model card list."""
+        features: dict[str, str] = {}
+        if self.precision_reason:
+            features["precision"] = f"{self.precision} ({self.precision_reason})"
+        if self.preset is not None:
+            features["memory_preset"] = self.preset.tier
+        if self.chat_template:
+            features["chat_template"] = f"smollm3 ({self.chat_template})"
+        if self.callbacks:
+            features["callbacks"] = ",".join(self.callbacks)
+        return features
+
+    def banner(self) -> str:
+        features = ", ".join(f"{key}={value}" for key, value in self.features().items()) or "no features enabled"
+        return f"trl-smol {__version__} active ({self.entry}): {features}"
+
+
+def training_method(peft_config: Any = None, quantization_config: Any = None, model: Any = None) -> str:
+    """`"full"`, `"lora"`, `"qlora"`, or the PEFT type in lower case (`"prompt_tuning"`, `"prefix_tuning"`, ...)."""
+    peft_type = getattr(peft_config, "peft_type", None) or _peft_type_of_model(model)
+    if peft_type is None:
+        return "full"
+    name = str(getattr(peft_type, "value", peft_type)).lower()
+    if name != "lora":
+        return name
+    four_bit = getattr(quantization_config, "load_in_4bit", False) or getattr(model, "is_loaded_in_4bit", False)
+    return "qlora" if four_bit else "lora"
+
+
+def _peft_type_of_model(model: Any) -> Any:
+    configs = getattr(model, "peft_config", None)
+    if not isinstance(configs, dict) or not configs:
+        return None
+    return getattr(next(iter(configs.values())), "peft_type", None)
+
+
+def plan_run(
+    args: Any,
+    *,
+    model: Any = None,
+    model_name: str | None = None,
+    peft_config: Any = None,
+    quantization_config: Any = None,
+    tokenizer: Any = None,
+    conversational: bool = False,
+    hardware: HardwareInfo | None = None,
+    explicit: frozenset[str] | None = None,
+    user: UserSettings | None = None,
+) -> RunPlan:
+    """Resolve the run plan of `args` (a `SmolSFTConfig`, or recipe values for `trl-smol doctor`).
+
+    `model` is a loaded model when the caller passed one, `model_name` the name or path to load. `tokenizer` and
+    `conversational` decide the chat template (only chat data is templated). `explicit` overrides the settings the
+    user set (default: [`trl_smol.config.explicit_settings`]). Raises what the preset planner raises: an unknown
+    preset, a GPU tier without a GPU, a model whose shape cannot be read.
+    """
+    user = user or getattr(args, "user_settings", None) or UserSettings()
+    explicit = explicit_settings(args) if explicit is None else explicit
+    preset = None
+    if str(args.memory_preset).lower() != "none":
+        preset = plan_requested_preset(
+            args,
+            model_name=model if model is not None else model_name,
+            peft_config=peft_config,
+            quantization_config=quantization_config,
+            hardware=hardware,
+            explicit=explicit,
+        )
+        peft_config, quantization_config = preset.peft_config, preset.quantization_config
+
+    reason = None
+    if tokenizer is not None and conversational:
+        reason = smollm3_template_reason(tokenizer, model_name, args.smol_chat_template)
+
+    changes = preset.changes if preset is not None else {}
+    bf16, fp16 = changes.get("bf16", args.bf16), changes.get("fp16", args.fp16)
+    precision = "bf16" if bf16 else "fp16" if fp16 else "float32"
+    precision_reason = None
+    if "bf16" in changes or "fp16" in changes:
+        precision_reason = f"memory preset {preset.tier}"
+    elif precision == "float32" and not explicit & {"bf16", "fp16"} and not bf16_trainable(args.use_cpu):
+        precision_reason = "bf16 left unset; no bf16 device here, where TRL would stop"
+
+    callbacks = list(getattr(args, "callbacks", None) or [])
+    if getattr(args, "sample_prompts", None) and "samples" not in callbacks:
+        callbacks.insert(0, "samples")
+    if preset is not None and "memory" not in callbacks:
+        callbacks.append("memory")
+
+    return RunPlan(
+        entry="trl sft" if entered_through_trl_sft() else "python",
+        user=user if user.explicit == explicit else UserSettings(explicit, user.recipe_path, user.recipe),
+        model_name=model_name,
+        method=training_method(peft_config, quantization_config, model),
+        precision=precision,
+        precision_reason=precision_reason,
+        preset=preset,
+        chat_template=reason,
+        smollm3_template=reason is not None,
+        callbacks=tuple(callbacks),
+        peft_config=peft_config,
+        quantization_config=quantization_config,
+    )
+
+
+def apply_run_plan(plan: RunPlan, args: Any, tokenizer: Any = None) -> None:
+    """Carry out the plan before TRL sees the arguments and the tokenizer: the preset's changes (stopping when the
+    estimate breaks the budget, see `trl_smol.memory.planner.write_preset`) and the SmolLM3 template with
+    `<|im_end|>` as eos (TRL then updates the model config and generation config too)."""
+    if plan.preset is not None:
+        write_preset(args, plan.preset)
+    if plan.chat_template is not None and tokenizer is not None:
+        apply_smollm3_template(tokenizer)
+        if args.eos_token is None:
+            args.eos_token = END_OF_TURN

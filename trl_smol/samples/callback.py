@@ -1,0 +1,198 @@
+"""`SampleGenerationCallback`: generate from chosen prompts during training, to see what the model says.
+
+Works with `SmolSFTTrainer`, stock `trl.SFTTrainer` and a plain `transformers.Trainer`; it only uses the
+`TrainerCallback` API (model and tokenizer come from the callback arguments, or from the constructor).
+
+```python
+from trl_smol import SampleGenerationCallback
+
+samples = SampleGenerationCallback(
+    [
+        "What is 7 plus 5?",                                                   # a user message
+        [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "Name a colour."}],
+        {"messages": [{"role": "user", "content": "Why is the sky blue?"}],    # per-prompt template kwargs
+         "chat_template_kwargs": {"enable_thinking": True}},
+    ],                                                                         # or "prompts.jsonl" / "prompts.txt"
+    every_n_steps=100,
+    max_new_tokens=96,
+)
+trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, callbacks=[samples])
+```
+
+With `SmolSFTConfig`, setting `sample_prompts` is enough: `SmolSFTTrainer` adds the callback, built by `from_args`.
+
+Every generation pass writes one line per prompt to `output_dir/samples.jsonl` (append-only, flushed after each pass),
+prints a table on the console, and logs a table with the history of all passes to trackio / wandb when they are in
+`report_to`, together with `samples/seconds`, the wall time of the pass.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from .generation import SampleGenerator
+from .outputs import SampleOutputs
+from .prompts import SamplePromptError, load_prompts
+
+
+class SampleGenerationCallback(TrainerCallback):
+    r"""
+    A [`~transformers.TrainerCallback`] that completes a fixed set of prompts during training and shows the answers on
+    the console, in `output_dir/samples.jsonl` and in trackio / wandb tables.
+
+    Args:
+        prompts (`str`, `os.PathLike` or `list`):
+            Strings (user messages), message lists, dicts with `messages` and `chat_template_kwargs` (to mix think and
+            no_think prompts), or a path to a `.jsonl`/`.txt` file. Checked here, before training.
+        every_n_steps (`int`, *optional*, defaults to `100`):
+            Generate every this many optimizer steps; `0` only at start and end.
+        at_start (`bool`, *optional*, defaults to `True`):
+            Generate before the first step (a baseline). Skipped when resuming from a checkpoint.
+        at_end (`bool`, *optional*, defaults to `True`):
+            Generate after the last step.
+        max_new_tokens (`int`, *optional*, defaults to `96`):
+            Token budget of each sample.
+        do_sample (`bool`, *optional*, defaults to `False`):
+            Sample instead of greedy decoding.
+        temperature (`float`, *optional*, defaults to `0.7`) and top_p (`float`, *optional*, defaults to `0.95`):
+            Sampling settings, used when `do_sample=True`.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of sampled generations: each pass is seeded with `seed + step`, so a rerun gives the same text; the
+            training random state is left untouched.
+        batch_size (`int`, *optional*, defaults to `8`):
+            Prompts per `generate` call (per process).
+        chat_template_kwargs (`dict`, *optional*):
+            Defaults for the chat template's kwargs, under each prompt's own.
+        model ([`~transformers.PreTrainedModel`], *optional*) and tokenizer (*optional*):
+            Used instead of the ones the trainer passes to callbacks.
+
+    Generation uses the tokenizer's chat template, or the SmolLM3 template when it has none, stops at `<|im_end|>` (or
+    the tokenizer's eos) and splits a `<think>...</think>` block into the `thinking` field.
+    """
+
+    def __init__(
+        self,
+        prompts: str | os.PathLike | Sequence[Any],
+        *,
+        every_n_steps: int = 100,
+        at_start: bool = True,
+        at_end: bool = True,
+        max_new_tokens: int = 96,
+        do_sample: bool = False,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        seed: int = 0,
+        batch_size: int = 8,
+        chat_template_kwargs: dict[str, Any] | None = None,
+        model: torch.nn.Module | None = None,
+        tokenizer: Any = None,
+    ):
+        if every_n_steps < 0 or max_new_tokens < 1 or batch_size < 1:
+            raise ValueError(
+                f"SampleGenerationCallback needs every_n_steps >= 0, max_new_tokens >= 1 and batch_size >= 1; got "
+                f"{every_n_steps}, {max_new_tokens} and {batch_size}."
+            )
+        self.generator = SampleGenerator(
+            load_prompts(prompts),
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            batch_size=batch_size,
+            chat_template_kwargs=dict(chat_template_kwargs or {}),
+        )
+        self.every_n_steps = every_n_steps
+        self.at_start = at_start
+        self.at_end = at_end
+        self.model = model
+        self.tokenizer = tokenizer
+        self.outputs: SampleOutputs | None = None
+        self._done_steps: set[int] = set()
+
+    @property
+    def prompts(self):
+        return self.generator.prompts
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.generator.max_new_tokens
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Every row written so far (after a resume, those of the earlier passes too)."""
+        return self.outputs.history if self.outputs is not None else []
+
+    @classmethod
+    def from_args(cls, args: Any, chat_template_kwargs: dict[str, Any] | None = None) -> SampleGenerationCallback:
+        """Build from a `SmolSFTConfig`'s `sample_*` fields (what a recipe sets). `chat_template_kwargs` defaults to
+        the config's own; `SmolSFTTrainer` passes the template defaults of its run plan, so samples render like the
+        training data."""
+        if not getattr(args, "sample_prompts", None):
+            raise SamplePromptError(
+                "The `samples` callback needs prompts: set `sample_prompts` (a list of prompts or a .jsonl/.txt file)."
+            )
+        return cls(
+            args.sample_prompts,
+            every_n_steps=args.sample_every_n_steps,
+            at_start=args.sample_at_start,
+            at_end=args.sample_at_end,
+            max_new_tokens=args.sample_max_new_tokens,
+            do_sample=args.sample_do_sample,
+            temperature=args.sample_temperature,
+            top_p=args.sample_top_p,
+            seed=args.sample_seed,
+            batch_size=args.per_device_eval_batch_size,
+            chat_template_kwargs=chat_template_kwargs or getattr(args, "chat_template_kwargs", None),
+        )
+
+    def generate(self, model: torch.nn.Module, tokenizer: Any, step: int = 0, gradient_checkpointing_kwargs=None):
+        """One pass over all prompts (see [`SampleGenerator.generate`]); every process must call it."""
+        return self.generator.generate(model, tokenizer, step, gradient_checkpointing_kwargs)
+
+    # --- TrainerCallback events -----------------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, **kwargs):
+        model = self.model or kwargs.get("model")
+        if model is not None:
+            self.generator.max_prompt_tokens(model)  # a token budget larger than the context fails here
+        self.outputs = SampleOutputs(args.output_dir)
+        self._done_steps |= self.outputs.load_written_steps(state)
+        if self.at_start and state.global_step == 0:
+            self._maybe_generate(args, state, **kwargs)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = state.global_step
+        periodic = self.every_n_steps > 0 and step % self.every_n_steps == 0
+        last = self.at_end and state.max_steps > 0 and step >= state.max_steps
+        if periodic or last:
+            self._maybe_generate(args, state, **kwargs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        # Training stopped before max_steps (e.g. early stopping): the final pass has not run yet.
+        if self.at_end and state.global_step not in self._done_steps:
+            self._maybe_generate(args, state, **kwargs)
+
+    def _maybe_generate(self, args, state, **kwargs) -> None:
+        step = state.global_step
+        if step in self._done_steps:
+            return
+        self._done_steps.add(step)
+        model = self.model or kwargs.get("model")
+        tokenizer = self.tokenizer or kwargs.get("processing_class")
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a multimodal processor wraps its tokenizer
+        if model is None or tokenizer is None:
+            raise ValueError(
+                "SampleGenerationCallback needs a model and a tokenizer: the trainer passes them to callbacks, or "
+                "give `model=` and `tokenizer=` to the callback."
+            )
+        rows, seconds = self.generate(model, tokenizer, step, args.gradient_checkpointing_kwargs)
+        if not state.is_world_process_zero or not rows:
+            return
+        self.outputs.write(rows)
+        self.outputs.show(rows, step, seconds)
+        self.outputs.report(args, rows, step, seconds)

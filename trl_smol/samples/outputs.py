@@ -1,0 +1,121 @@
+"""Where samples go: `output_dir/samples.jsonl`, a console table, and the trackio / wandb tables.
+
+`samples.jsonl` is append-only and flushed (and fsynced) after each pass. A resumed run reads the steps already
+written so that it does not repeat them; a fresh run that finds an old file moves it aside first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+SAMPLES_FILE = "samples.jsonl"
+TABLE_COLUMNS = ["step", "prompt", "completion", "thinking", "enable_thinking", "num_new_tokens", "stopped"]
+
+
+class SampleOutputs:
+    """The outputs of one run's sample passes; `history` holds every row written, for the tracker tables."""
+
+    def __init__(self, output_dir: str | os.PathLike):
+        self.path = Path(output_dir) / SAMPLES_FILE
+        self.history: list[dict[str, Any]] = []
+        self._console = None
+
+    def load_written_steps(self, state) -> set[int]:
+        """Steps already in `samples.jsonl` when resuming, shared by all processes so they skip the same passes."""
+        from accelerate import PartialState
+        from accelerate.utils import broadcast_object_list
+
+        loaded: list[Any] = [set(), []]
+        if state.is_world_process_zero and self.path.exists():
+            if state.global_step == 0:
+                # A fresh run in an old output_dir: keep the old samples, but not in this run's file.
+                moved = self.path.with_suffix(f".{int(time.time())}.jsonl")
+                self.path.rename(moved)
+                logger.warning(f"{self.path} is from an earlier run that this one does not resume: moved to {moved}.")
+            else:
+                loaded = read_samples(self.path)
+        if PartialState().num_processes > 1:
+            broadcast_object_list(loaded, from_process=0)
+        self.history = loaded[1]
+        return loaded[0]
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as file:
+            for row in rows:
+                file.write(json.dumps(row, ensure_ascii=False) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        self.history.extend(rows)
+
+    def show(self, rows: list[dict[str, Any]], step: int, seconds: float) -> None:
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+
+        if self._console is None:
+            self._console = Console()
+            if not self._console.is_terminal and "COLUMNS" not in os.environ:
+                self._console.width = 160  # a log file has no width; rich would assume 80 columns
+        table = Table(title=f"Samples at step {step} ({seconds:.1f}s)", box=box.SIMPLE_HEAD, title_justify="left")
+        table.add_column("step", justify="right")
+        table.add_column("prompt", max_width=40, overflow="fold")
+        table.add_column("answer", overflow="fold")
+        table.add_column("think", justify="right")
+        table.add_column("tokens", justify="right")
+        table.add_column("end")
+        for row in rows:
+            answer = row["completion"] if len(row["completion"]) <= 300 else row["completion"][:300] + "…"
+            thinking = "-" if row["thinking"] is None else f"{len(row['thinking'])} ch"
+            end = "stop" if row["stopped"] else "limit"
+            table.add_row(str(step), row["prompt"], answer, thinking, str(row["num_new_tokens"]), end)
+        self._console.print(table)
+
+    def report(self, args, rows: list[dict[str, Any]], step: int, seconds: float) -> None:
+        """Tables with every pass so far, and `samples/seconds`, to the trackers in `report_to` with a run open."""
+        report_to = args.report_to if isinstance(args.report_to, list) else [args.report_to]
+        data = [[row[column] for column in TABLE_COLUMNS] for row in self.history]
+        metrics_for = {"samples/seconds": round(seconds, 3), "train/global_step": step}
+        for name in ("trackio", "wandb"):
+            if name not in report_to and "all" not in report_to:
+                continue
+            try:
+                if name == "trackio":
+                    import trackio
+
+                    if trackio.context_vars.current_run.get() is not None:
+                        trackio.log({"samples": trackio.Table(columns=TABLE_COLUMNS, data=data), **metrics_for})
+                else:
+                    import wandb
+
+                    if wandb.run is not None:
+                        wandb.log({"samples": wandb.Table(columns=TABLE_COLUMNS, data=data), **metrics_for})
+            except Exception as error:  # noqa: BLE001 - a tracker hiccup must not end training
+                logger.warning(f"Could not log samples of step {step} to {name}: {error}")
+
+
+def read_samples(path: Path) -> list[Any]:
+    """`[steps, rows]` from an existing samples file; a line cut short by a crash is skipped (and ended, so that the
+    next row starts on its own line)."""
+    steps, rows = set(), []
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        with path.open("a", encoding="utf-8") as file:
+            file.write("\n")
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            row = json.loads(line)
+            steps.add(int(row["step"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            logger.warning(f"{path}:{number} is not a sample row (cut short by a crash?); skipped.")
+            continue
+        rows.append(row)
+    return [steps, rows]

@@ -1,0 +1,125 @@
+"""Sample prompts: strings, message lists, objects with per-prompt template kwargs, or a `.jsonl`/`.txt` file.
+
+```python
+from trl_smol.samples import load_prompts
+
+prompts = load_prompts(["What is 7 plus 5?", {"messages": [{"role": "user", "content": "Hi"}],
+                                              "chat_template_kwargs": {"enable_thinking": False}}])
+prompts = load_prompts("recipes/prompts/smollm3_demo.jsonl")   # a bad line raises SamplePromptError naming it
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROMPT_FILE_SUFFIXES = (".jsonl", ".txt")
+
+
+class SamplePromptError(ValueError):
+    """A prompt list or prompt file that cannot be used; raised before training starts."""
+
+
+@dataclass
+class SamplePrompt:
+    """One conversation to complete, with its chat-template kwargs and where it came from (for error messages)."""
+
+    messages: list[dict[str, Any]]
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def text(self) -> str:
+        """The last user message: what the console and the tables show as the prompt."""
+        for message in reversed(self.messages):
+            if message["role"] == "user":
+                return str(message["content"])
+        return str(self.messages[-1]["content"])
+
+
+def load_prompts(prompts: str | os.PathLike | Sequence[Any]) -> list[SamplePrompt]:
+    """Normalise `prompts` (see [`SampleGenerationCallback`]) into [`SamplePrompt`]s, or raise `SamplePromptError`.
+
+    A string that ends in `.jsonl` or `.txt` and has no whitespace is a path. In a `.txt` file each non-empty line is
+    one user message; in a `.jsonl` file each line is a JSON string, message list, or object with `messages` (or
+    `prompt`) and optional `chat_template_kwargs`.
+    """
+    if isinstance(prompts, (str, os.PathLike)):
+        prompts = [prompts]
+    if not isinstance(prompts, Sequence) or not prompts:
+        raise SamplePromptError(
+            "sample_prompts is empty: give at least one prompt, or a .jsonl/.txt file with one prompt per line."
+        )
+    loaded: list[SamplePrompt] = []
+    for position, item in enumerate(prompts):
+        if _is_prompt_path(item):
+            loaded.extend(_read_prompt_file(Path(item)))
+        else:
+            loaded.append(_to_prompt(item, f"sample_prompts[{position}]"))
+    return loaded
+
+
+def _is_prompt_path(item: Any) -> bool:
+    if isinstance(item, os.PathLike):
+        return True
+    return isinstance(item, str) and item.endswith(PROMPT_FILE_SUFFIXES) and not any(c.isspace() for c in item)
+
+
+def _read_prompt_file(path: Path) -> list[SamplePrompt]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise SamplePromptError(f"Cannot read the sample prompt file {path}: {error}.") from error
+    prompts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        source = f"{path}:{number}"
+        if path.suffix == ".txt":
+            prompts.append(_to_prompt(line.strip(), source))
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SamplePromptError(f"{source}: not valid JSON ({error.msg}, column {error.colno}).") from error
+        prompts.append(_to_prompt(item, source))
+    if not prompts:
+        raise SamplePromptError(f"The sample prompt file {path} has no prompts: write one prompt per line.")
+    return prompts
+
+
+def _to_prompt(item: Any, source: str) -> SamplePrompt:
+    kwargs: Any = {}
+    if isinstance(item, dict):
+        unknown = set(item) - {"messages", "prompt", "chat_template_kwargs"}
+        if unknown or ("messages" in item) == ("prompt" in item):
+            raise SamplePromptError(
+                f"{source}: a prompt object needs exactly one of `messages` or `prompt`, plus optional "
+                f"`chat_template_kwargs`; got keys {sorted(item)}."
+            )
+        kwargs = item.get("chat_template_kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise SamplePromptError(
+                f"{source}: `chat_template_kwargs` must be an object, got {type(kwargs).__name__}."
+            )
+        item = item.get("messages", item.get("prompt"))
+    if isinstance(item, str):
+        if not item.strip():
+            raise SamplePromptError(f"{source}: the prompt is an empty string.")
+        return SamplePrompt([{"role": "user", "content": item}], dict(kwargs), source)
+    if isinstance(item, list) and item:
+        for turn, message in enumerate(item):
+            if not (isinstance(message, dict) and isinstance(message.get("role"), str) and "content" in message):
+                raise SamplePromptError(
+                    f"{source}: message {turn} must be an object with `role` and `content`, got {message!r}."
+                )
+        return SamplePrompt([dict(message) for message in item], dict(kwargs), source)
+    raise SamplePromptError(
+        f"{source}: a prompt must be a string, a non-empty list of messages, or an object with `messages`; got "
+        f"{item!r}."
+    )
