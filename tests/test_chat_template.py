@@ -277,16 +277,34 @@ def test_tokenizer_without_chatml_tokens_is_refused_rather_than_extended():
         apply_smollm3_template(tokenizer)
 
 
+NO_MARKERS = "{% for m in messages %}{{ m['content'] }}{% endfor %}"  # a template TRL cannot make mask assistants
+
+
 @pytest.mark.parametrize(
-    ("template", "name", "mode", "reason"),
+    ("template", "name", "model_type", "mode", "extra", "reason"),
     [
-        (None, "any/model", "auto", "tokenizer had no chat template"),
-        ("{{ x }}", "HuggingFaceTB/SmolLM3-3B-Base", "auto", "SmolLM3 Base checkpoint"),
-        ("{{ x }}", "HuggingFaceTB/SmolLM3-3B", "auto", None),
-        ("{{ x }}", "other/model", "smollm3", "smol_chat_template=smollm3"),
-        (None, "HuggingFaceTB/SmolLM3-3B-Base", "keep", None),
+        (None, "any/model", "smollm3", "auto", {}, "SmolLM3 model whose tokenizer has no chat template"),
+        (None, "any/model", "llama", "auto", {}, None),  # not a SmolLM3 model: TRL's behaviour, TRL's error
+        (None, "my/SmolLM3-finetune", None, "auto", {}, "SmolLM3 model whose tokenizer has no chat template"),
+        ("{{ x }}", "HuggingFaceTB/SmolLM3-3B-Base", "smollm3", "auto", {}, "SmolLM3 Base checkpoint"),
+        ("{{ x }}", "HuggingFaceTB/SmolLM3-3B", "smollm3", "auto", {}, None),
+        (None, "any/model", "smollm3", "auto", {"chat_template_path": "t.jinja"}, None),  # never over the user's
+        ("{{ x }}", "HuggingFaceTB/SmolLM3-3B-Base", "smollm3", "auto", {"chat_template_path": "t.jinja"}, None),
+        (
+            NO_MARKERS, "my/model", "smollm3", "auto", {"assistant_only_loss": True},
+            "its tokenizer's template cannot mark assistant turns, and assistant_only_loss is on",
+        ),
+        (NO_MARKERS, "my/model", "smollm3", "auto", {}, None),
+        (NO_MARKERS, "my/model", "llama", "auto", {"assistant_only_loss": True}, None),
+        ("{{ x }}", "other/model", "llama", "smollm3", {}, "smol_chat_template=smollm3"),
+        (None, "HuggingFaceTB/SmolLM3-3B-Base", "smollm3", "keep", {}, None),
     ],
-)
-def test_when_the_template_is_applied(template, name, mode, reason):
+)  # fmt: skip
+def test_when_the_template_is_applied(template, name, model_type, mode, extra, reason):
     tokenizer = tiny_smollm3_tokenizer(template)
-    assert smollm3_template_reason(tokenizer, name, mode) == reason
+    assert smollm3_template_reason(tokenizer, name, mode, model_type=model_type, **extra) == reason
+
+
+def test_smollm3_template_and_chat_template_path_together_are_an_error():
+    with pytest.raises(ValueError, match=r"`smol_chat_template: smollm3` and `chat_template_path: t.jinja`"):
+        smollm3_template_reason(tiny_smollm3_tokenizer(), "m", "smollm3", chat_template_path="t.jinja")

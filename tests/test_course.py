@@ -120,7 +120,8 @@ def test_smollm3_base_gets_the_smollm3_template_even_when_its_tokenizer_has_one(
 
     tiny_tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"  # not the instruct format
     assert (
-        smollm3_template_reason(tiny_tokenizer, "HuggingFaceTB/SmolLM3-3B-Base", "auto") == "SmolLM3 Base checkpoint"
+        smollm3_template_reason(tiny_tokenizer, "HuggingFaceTB/SmolLM3-3B-Base", "auto", model_type="smollm3")
+        == "SmolLM3 Base checkpoint"
     )
     assert smollm3_template_reason(tiny_tokenizer, "HuggingFaceTB/SmolLM3-3B-Base", "keep") is None
 

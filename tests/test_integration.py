@@ -246,7 +246,8 @@ def test_banner_names_version_and_features(tiny_model, tiny_tokenizer, chat_rows
         model=tiny_model, processing_class=tiny_tokenizer, args=args, train_dataset=Dataset.from_list(chat_rows)
     )
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trl-smol")]
-    assert lines == [f"trl-smol {__version__} active (python): chat_template=smollm3 (tokenizer had no chat template)"]
+    reason = "SmolLM3 model whose tokenizer has no chat template"
+    assert lines == [f"trl-smol {__version__} active (python): chat_template=smollm3 ({reason})"]
 
 
 def test_patch_swaps_names_only_for_the_role():

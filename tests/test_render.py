@@ -87,7 +87,7 @@ def test_cli_renders_a_recipe(tmp_path, tiny_model_dir, capsys, monkeypatch):
     )
     assert main(["render", "--config", str(recipe), "-n", "2"]) == 0
     out = capsys.readouterr().out
-    assert "chat template: SmolLM3 (tokenizer had no chat template)" in out
+    assert "chat template: SmolLM3 (SmolLM3 model whose tokenizer has no chat template)" in out
     assert "loss on assistant turns only" in out
     assert "row 0" in out and "row 1" in out and "row 2" not in out
     assert "Today Date: 08 July 2025" in out

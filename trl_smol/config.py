@@ -256,7 +256,8 @@ def default_config(config_class: type[SmolSFTConfig], **values: Any) -> SmolSFTC
 
 def explicit_settings(args: Any) -> frozenset[str]:
     """The settings the user set: the record of a [`SmolSFTConfig`], or for other training arguments (TRL's
-    `SFTConfig`, a plain `TrainingArguments`) the fields that differ from a default config of their class."""
+    `SFTConfig`, a plain `TrainingArguments`) the fields that differ from a default config of their class, plus the
+    precision, which such an object has already resolved."""
     settings = getattr(args, "user_settings", None)
     if isinstance(settings, UserSettings):
         return settings.explicit
@@ -267,9 +268,7 @@ def explicit_settings(args: Any) -> frozenset[str]:
     names = {f.name for f in fields(args) if f.init and getattr(args, f.name) != getattr(defaults, f.name)}
     if args.output_dir is not None:
         names.add("output_dir")
-    if args.bf16 != (not args.fp16) and bf16_trainable(args.use_cpu):  # TRL's rule is bf16 unless fp16
-        names.update({"bf16", "fp16"})
-    return frozenset(names)
+    return frozenset(names | {"bf16", "fp16"})
 
 
 def _differing_from_defaults(config: SmolSFTConfig) -> set[str]:

@@ -11,6 +11,7 @@ resolve_model_name("HuggingFaceTB/SmolLM3-3B-Base")  # as given when cached or o
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from .demo.model import DEMO_MODEL_ID, materialize_demo_model
 
@@ -55,3 +56,16 @@ def _check_hub_id(name: str) -> str:
         f"Hugging Face cache, while HF_HUB_OFFLINE is set. Download it once with network access "
         f"(`hf download {name}`), point `model_name_or_path` to a local copy, or unset HF_HUB_OFFLINE."
     )
+
+
+def model_type_of(model: Any, *, trust_remote_code: bool = False) -> str | None:
+    """`config.model_type` of a loaded model (a PEFT model's base model too) or of a name or path; `None` when the
+    config cannot be read (the caller then decides from the name)."""
+    if not isinstance(model, (str, os.PathLike)):
+        return getattr(getattr(model, "config", None), "model_type", None)
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(os.fspath(model), trust_remote_code=trust_remote_code).model_type
+    except Exception:  # unreadable or unreachable config: TRL reports it when it loads the model
+        return None

@@ -28,6 +28,7 @@ from .launch import entered_through_trl_sft
 from .memory import PresetResult
 from .memory.hardware import HardwareInfo
 from .memory.planner import plan_requested_preset, write_preset
+from .models import model_type_of
 from .templating import END_OF_TURN, apply_smollm3_template, smollm3_template_reason
 
 
@@ -130,7 +131,14 @@ def plan_run(
 
     reason = None
     if tokenizer is not None and conversational:
-        reason = smollm3_template_reason(tokenizer, model_name, args.smol_chat_template)
+        reason = smollm3_template_reason(
+            tokenizer,
+            model_name,
+            args.smol_chat_template,
+            model_type=model_type_of(model if model is not None else model_name, trust_remote_code=_remote(args)),
+            chat_template_path=getattr(args, "chat_template_path", None),
+            assistant_only_loss=bool(getattr(args, "assistant_only_loss", False)),
+        )
 
     changes = preset.changes if preset is not None else {}
     bf16, fp16 = changes.get("bf16", args.bf16), changes.get("fp16", args.fp16)
@@ -161,6 +169,10 @@ def plan_run(
         peft_config=peft_config,
         quantization_config=quantization_config,
     )
+
+
+def _remote(args: Any) -> bool:
+    return bool(getattr(args, "trust_remote_code", False))
 
 
 def apply_run_plan(plan: RunPlan, args: Any, tokenizer: Any = None) -> None:

