@@ -318,7 +318,9 @@ def test_course_python_example_runs_with_two_lines_changed(offline_hf_home, tmp_
     out = tmp_path / "smollm3-sft-model"
 
     assert output.count("`tokenizer=` is deprecated") == 1
-    banner = next(line for line in output.splitlines() if line.startswith("trl-smol ") and " active (python)" in line)
+    banner = next(
+        line for line in output.splitlines() if line.startswith("trl-smol ") and " active (python, run " in line
+    )
     assert "chat_template=smollm3" in banner
 
     state = json.loads((out / "checkpoint-1000" / "trainer_state.json").read_text())

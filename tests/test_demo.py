@@ -186,6 +186,9 @@ def test_model_card_records_base_model_recipe_data_versions_loss_and_samples(tin
     assert f"- trl-smol {__version__}" in card and f"- TRL {trl.__version__}" in card
     assert re.search(r"^- Transformers \d", card, re.MULTILINE)
     assert "trl-smol features: " in card and "callbacks=samples" in card
+    assert f"Run: `{trainer.run_plan.run_id}`" in card
+    rows = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    assert {row["run"] for row in rows} == {trainer.run_plan.run_id}
     assert "AutoPeftModelForCausalLM.from_pretrained" in card
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -181,7 +182,7 @@ def test_trl_sft_trains_with_smol_sft_trainer_and_prints_the_banner(tmp_path, ti
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     banner = [line for line in result.stdout.splitlines() if line.startswith("trl-smol ")]
     assert len(banner) == 1, result.stdout
-    assert "active (trl sft)" in banner[0]
+    assert "active (trl sft, run " in banner[0]
     assert "chat_template=smollm3" in banner[0]  # the tiny tokenizer has no template, like SmolLM3-3B-Base
     saved = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
     assert saved["eos_token"] == "<|im_end|>"
@@ -247,7 +248,12 @@ def test_banner_names_version_and_features(tiny_model, tiny_tokenizer, chat_rows
     )
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trl-smol")]
     reason = "SmolLM3 model whose tokenizer has no chat template"
-    assert lines == [f"trl-smol {__version__} active (python): chat_template=smollm3 ({reason})"]
+    assert len(lines) == 1
+    assert re.fullmatch(
+        rf"trl-smol {re.escape(__version__)} active \(python, run \d{{8}}-\d{{6}}-[0-9a-f]{{4}}\): "
+        rf"chat_template=smollm3 \({reason}\)",
+        lines[0],
+    ), lines[0]
 
 
 def test_patch_swaps_names_only_for_the_role():

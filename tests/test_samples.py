@@ -16,7 +16,9 @@ from trl_smol.samples import SampleGenerationCallback, SamplePromptError, load_p
 from trl_smol.templating import apply_smollm3_template
 from trl_smol.testing import tiny_smollm3_model
 
-ROW_FIELDS = {"step", "prompt", "completion", "thinking", "enable_thinking", "num_new_tokens", "stopped", "seconds"}
+ROW_FIELDS = {
+    "run", "step", "prompt", "completion", "thinking", "enable_thinking", "num_new_tokens", "stopped", "seconds",
+}  # fmt: skip
 NO_THINK = {"enable_thinking": False}  # the think-mode system prompt alone exceeds the tiny model's context
 DEMO_PROMPTS = Path(__file__).parents[1] / "recipes" / "prompts" / "smollm3_demo.jsonl"
 
@@ -75,6 +77,7 @@ def test_plain_trainer_writes_samples_at_start_every_n_steps_and_end(tmp_path, t
     assert [(row["step"], row["prompt"]) for row in rows] == [
         (step, prompt) for step in (0, 2, 4) for prompt in ("What is 7 plus 5?", "Name a primary colour.")
     ]
+    assert len({row["run"] for row in rows}) == 1 and rows[0]["run"] == samples.run_id  # one run, one id
     for row in rows:
         assert set(row) == ROW_FIELDS
         assert 1 <= row["num_new_tokens"] <= 6

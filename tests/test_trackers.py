@@ -60,7 +60,7 @@ def _trainer(output_dir: Path, **kwargs) -> Trainer:
         **kwargs,
     )
     trainer = Trainer(model=LlamaForCausalLM(config), args=args, train_dataset=rows)
-    assert replace_trackio_callback(trainer.callback_handler)
+    assert replace_trackio_callback(trainer.callback_handler, run_id="20261129-120000-abcd")
     return trainer
 
 
@@ -88,6 +88,7 @@ def test_course_flow_logs_into_the_users_run(trackio_dir, tmp_path):
     config = runs[0].config
     assert config["max_steps"] == 3 and config["hidden_size"] == 16
     assert config["model/num_parameters"] == trainer.model.num_parameters()
+    assert config["trl_smol/run"] == "20261129-120000-abcd"  # the plugin's run id, as in samples.jsonl
     # Nothing went to the stock callback's default project.
     assert not SQLiteStorage.get_project_db_path("huggingface").exists()
     assert sorted(path.name for path in trackio_dir.glob("*.db")) == ["smollm3-sft.db"]

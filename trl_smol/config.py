@@ -103,6 +103,16 @@ class SmolSFTConfig(SFTConfig):
         memory_preset_force (`bool`, *optional*, defaults to `False`):
             Start even when explicit settings make the estimate exceed the device memory under a preset.
 
+        > Run safety
+
+        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
+            Start a new run in an `output_dir` that holds a previous run's model or checkpoints: its files are moved to
+            `<output_dir>.previous-<time>` beside it first. Without it, and without `resume_from_checkpoint`, such a
+            run stops before loading the model (transformers 5 removed its own `overwrite_output_dir`).
+        save_on_interrupt (`bool`, *optional*, defaults to `True`):
+            On SIGTERM or SIGINT, save a checkpoint at the end of the current step and stop, exiting non-zero with one
+            line that says how to resume (what a preempted cluster job needs).
+
         > Callbacks
 
         callbacks (`list[str]`, *optional*):
@@ -181,6 +191,19 @@ class SmolSFTConfig(SFTConfig):
     memory_preset_force: bool = field(
         default=False,
         metadata={"help": "Start even if explicit settings make the estimate exceed the device under a preset."},
+    )
+
+    # --- run safety --------------------------------------------------------------------------------------------
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start a new run in an output_dir holding a previous run's model or checkpoints, moving its files "
+            "to a dated folder beside it. Without it (or resume_from_checkpoint) such a run stops before loading."
+        },
+    )
+    save_on_interrupt: bool = field(
+        default=True,
+        metadata={"help": "On SIGTERM/SIGINT: save a checkpoint at the end of the step, stop, and say how to resume."},
     )
 
     # --- callbacks -----------------------------------------------------------------------------------------------

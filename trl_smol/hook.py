@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .launch import ACTIVE_ENV, current_role, is_disabled
+from .launch import ACTIVE_ENV, FAILURE_FILE_ENV, current_role, is_disabled, report_failure
 
 
 def bootstrap() -> None:
@@ -66,3 +66,63 @@ def patch_trl(trl_module, role: str) -> None:
         trl_module.SFTTrainer = SmolSFTTrainer
         trl_module.get_dataset = get_dataset
         os.environ[ACTIVE_ENV] = "1"
+        sys.excepthook = _recording_excepthook(sys.excepthook)
+    elif role == "cli":
+        _prepare_cli_process()
+
+
+# --- the two processes of `trl sft`: signals reach training, and the last line printed is the cause -----------------
+def _recording_excepthook(original):
+    """In a training process: record the error's one line for the CLI process, then print it as Python does."""
+
+    def excepthook(kind, error, traceback):
+        report_failure(f"{kind.__name__}: {error}")
+        original(kind, error, traceback)
+
+    return excepthook
+
+
+def _prepare_cli_process() -> None:
+    """In the CLI process: a file for the training process's failure line, SIGTERM/SIGINT forwarded to the training
+    processes (accelerate launches them as children; without this they would keep running as orphans), and, when
+    training failed, that line printed last instead of accelerate's bare `CalledProcessError`."""
+    import signal
+    import tempfile
+
+    handle, path = tempfile.mkstemp(prefix="trl-smol-failure-", suffix=".txt")
+    os.close(handle)
+    os.environ[FAILURE_FILE_ENV] = path
+    import atexit
+
+    atexit.register(lambda: os.path.exists(path) and os.remove(path))
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, _forward_to_children)
+    sys.excepthook = _cause_last_excepthook(sys.excepthook, path)
+
+
+def _forward_to_children(number, frame) -> None:
+    import psutil
+
+    for child in psutil.Process().children():
+        try:
+            child.send_signal(number)
+        except psutil.Error:
+            continue
+
+
+def _cause_last_excepthook(original, path: str):
+    def excepthook(kind, error, traceback):
+        try:
+            with open(path, encoding="utf-8") as file:
+                cause = file.read().strip()
+        except OSError:
+            cause = ""
+        if not cause or kind.__name__ not in ("CalledProcessError", "ChildFailedError"):
+            original(kind, error, traceback)
+            return
+        code = getattr(error, "returncode", 1) or 1
+        print(f"trl sft: the training process failed (exit status {code}). Its error:", file=sys.stderr)
+        print(cause, file=sys.stderr, flush=True)
+        os._exit(code if isinstance(code, int) and 0 < code < 256 else 1)
+
+    return excepthook

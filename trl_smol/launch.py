@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 DISABLE_ENV = "TRL_SMOL_DISABLE"
 ACTIVE_ENV = "TRL_SMOL_ACTIVE"  # set in the script process by the hook: the run was entered through `trl sft`
+# Set by the hook in the `trl sft` CLI process: where a training process writes the one line that says why it failed,
+# so that the CLI process prints it last (instead of accelerate's bare CalledProcessError).
+FAILURE_FILE_ENV = "TRL_SMOL_FAILURE_FILE"
 
 _SCRIPT_SUFFIX = os.path.join("trl", "scripts", "sft.py")
 
@@ -52,6 +56,22 @@ def detect_role(argv: Sequence[str], orig_argv: Sequence[str] = ()) -> str | Non
     if "-m" in orig and orig.index("-m") + 1 < len(orig) and orig[orig.index("-m") + 1] == "trl.scripts.sft":
         return "script"
     return None
+
+
+def new_run_id() -> str:
+    """An id that tells runs apart (samples.jsonl, trackio, the model card): start time and 4 random hex digits."""
+    return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
+
+
+def report_failure(message: str) -> None:
+    """Record why this training process fails, for the `trl sft` CLI process to print as its last line."""
+    path = os.environ.get(FAILURE_FILE_ENV)
+    if path:
+        try:
+            with open(path, "w", encoding="utf-8") as file:
+                file.write(" ".join(message.split()))  # one line
+        except OSError:
+            pass
 
 
 def current_role() -> str | None:

@@ -179,6 +179,8 @@ def build_model_card(
     )
     plugin = ", ".join(f"{key}={value}" for key, value in features.items()) or "none enabled"
     lines += ["", f"trl-smol features: {plugin}."]
+    if plan is not None:
+        lines += ["", f"Run: `{plan.run_id}` (its rows in `samples.jsonl` and its trackio config carry this id)."]
     where = args.hub_model_id or args.output_dir
     lines += ["", "## Quick start", "", "```python"]
     if adapter:

@@ -24,7 +24,7 @@ from typing import Any
 
 from . import __version__
 from .config import UserSettings, bf16_trainable, explicit_settings
-from .launch import entered_through_trl_sft
+from .launch import entered_through_trl_sft, new_run_id
 from .memory import PresetResult
 from .memory.hardware import HardwareInfo
 from .memory.planner import plan_requested_preset, write_preset
@@ -37,6 +37,7 @@ class RunPlan:
     """What one run does beyond stock TRL, and why. Built by [`plan_run`]; read-only afterwards."""
 
     entry: str  # "trl sft" or "python"
+    run_id: str  # tells this run's samples, trackio config and model card apart from other runs'
     user: UserSettings
     model_name: str | None
     method: str
@@ -73,7 +74,7 @@ class RunPlan:
 
     def banner(self) -> str:
         features = ", ".join(f"{key}={value}" for key, value in self.features().items()) or "no features enabled"
-        return f"trl-smol {__version__} active ({self.entry}): {features}"
+        return f"trl-smol {__version__} active ({self.entry}, run {self.run_id}): {features}"
 
 
 def training_method(peft_config: Any = None, quantization_config: Any = None, model: Any = None) -> str:
@@ -157,6 +158,7 @@ def plan_run(
 
     return RunPlan(
         entry="trl sft" if entered_through_trl_sft() else "python",
+        run_id=new_run_id(),
         user=user if user.explicit == explicit else UserSettings(explicit, user.recipe_path, user.recipe),
         model_name=model_name,
         method=training_method(peft_config, quantization_config, model),

@@ -38,9 +38,10 @@ class TrackioUserRunCallback(TrackioCallback):
     [`~integrations.TrackioCallback`]: it starts a run from `project` / `run_name` and finishes it after training.
     """
 
-    def __init__(self):
+    def __init__(self, run_id: str | None = None):
         super().__init__()
         self._user_run = False
+        self.run_id = run_id  # the plugin's run id, added to the run's config as `trl_smol/run`
 
     def setup(self, args: TrainingArguments, state: TrainerState, model: Any, **kwargs):
         """
@@ -51,6 +52,8 @@ class TrackioUserRunCallback(TrackioCallback):
         if run is None or not state.is_world_process_zero:
             self._user_run = False
             super().setup(args, state, model, **kwargs)
+            if self.run_id and state.is_world_process_zero:
+                self._trackio.config["trl_smol/run"] = self.run_id
             return
 
         # Same config as the parent adds, minus `trackio.init()`: calling it would finish the user's run.
@@ -63,6 +66,8 @@ class TrackioUserRunCallback(TrackioCallback):
         # Trackio's run config is a plain dict: wandb's `allow_val_change=True` would only add a stray key to it.
         # Trackio stores the config with the run's first logged step, so this lands if the user has not logged yet.
         run.config.update(combined_dict)
+        if self.run_id:
+            run.config["trl_smol/run"] = self.run_id
         try:
             run.config["model/num_parameters"] = model.num_parameters()
         except AttributeError:
@@ -90,7 +95,7 @@ class TrackioUserRunCallback(TrackioCallback):
         self._initialized = False
 
 
-def replace_trackio_callback(callback_handler: CallbackHandler) -> bool:
+def replace_trackio_callback(callback_handler: CallbackHandler, run_id: str | None = None) -> bool:
     """
     Swap each stock [`~integrations.TrackioCallback`] of `callback_handler` (exactly that class, not a subclass) for a
     [`TrackioUserRunCallback`] at the same position, so callback order is unchanged.
@@ -101,6 +106,6 @@ def replace_trackio_callback(callback_handler: CallbackHandler) -> bool:
     replaced = False
     for index, callback in enumerate(callback_handler.callbacks):
         if type(callback) is TrackioCallback:
-            callback_handler.callbacks[index] = TrackioUserRunCallback()
+            callback_handler.callbacks[index] = TrackioUserRunCallback(run_id)
             replaced = True
     return replaced

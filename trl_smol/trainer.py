@@ -31,10 +31,13 @@ from .callbacks import load_callback, run_first
 from .config import SmolSFTConfig, UserSettings, default_config, explicit_settings
 from .data import can_tokenize_fast, prepare_conversations, tokenize_conversations
 from .distributed import settle_process_group
+from .launch import entered_through_trl_sft
 from .memory import MemoryMonitorCallback, handle_out_of_memory
 from .memory.hardware import bitsandbytes_4bit_error
 from .models import resolve_model_name
 from .plan import RunPlan, apply_run_plan, plan_run
+from .run_safety import InterruptCheckpoint
+from .run_safety.guards import guard_output_dir, resume_path, stop_after_interrupt, take_output_dir
 from .samples import SampleGenerationCallback
 from .trackers import replace_trackio_callback
 
@@ -124,6 +127,13 @@ class SmolSFTTrainer(SFTTrainer):
             Console().print(self.run_plan.preset.table())
         apply_run_plan(self.run_plan, args, processing_class if templated else None)
         self._retry_batch_size: int | None = None  # set after an out-of-memory error under `memory_preset: auto`
+        # The output dir, before the model loads: one run at a time, and `trl sft` (which passes
+        # `resume_from_checkpoint` to `train`) never mixes with a previous run. In Python, `train()` checks it.
+        self.output_dir_lock = take_output_dir(args, self.run_plan.run_id)
+        self._output_dir_checked = entered_through_trl_sft()
+        if self._output_dir_checked:
+            guard_output_dir(args, resume=bool(args.resume_from_checkpoint))
+        self._interrupt = InterruptCheckpoint() if args.save_on_interrupt else None
 
         super().__init__(
             model,
@@ -133,7 +143,9 @@ class SmolSFTTrainer(SFTTrainer):
             eval_dataset,
             processing_class,
             *positional,
-            callbacks=list(callbacks or []) + self._plugin_callbacks(args),
+            callbacks=list(callbacks or [])
+            + self._plugin_callbacks(args)
+            + ([self._interrupt] if self._interrupt else []),
             peft_config=self.run_plan.peft_config,
             quantization_config=self.run_plan.quantization_config,
             **kwargs,
@@ -150,6 +162,7 @@ class SmolSFTTrainer(SFTTrainer):
             if name == "samples":
                 template_defaults = args.template_defaults(self.run_plan.smollm3_template)
                 callback = SampleGenerationCallback.from_args(args, chat_template_kwargs=template_defaults)
+                callback.run_id = self.run_plan.run_id
             elif name == "memory":
                 callback = MemoryMonitorCallback(estimate_bytes=self.run_plan.estimate_bytes)
             else:
@@ -167,9 +180,23 @@ class SmolSFTTrainer(SFTTrainer):
           its own; without such a run it behaves as the stock one.
         """
         run_first(self.callback_handler, MemoryMonitorCallback)
-        replace_trackio_callback(self.callback_handler)
+        replace_trackio_callback(self.callback_handler, run_id=self.run_plan.run_id)
 
     # --- training ------------------------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """Train as TRL does, with the output dir guarded (see [`trl_smol.run_safety`]): `resume_from_checkpoint=True`
+        resumes from the newest *complete* checkpoint, naming any incomplete one it skips, and a run stopped by SIGTERM
+        or SIGINT (`save_on_interrupt`) saves a checkpoint, then exits non-zero with one line saying how to resume."""
+        if not self._output_dir_checked:
+            guard_output_dir(self.args, resume=bool(resume_from_checkpoint))
+            self._output_dir_checked = True
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = resume_path(self.args.output_dir)
+        result = super().train(resume_from_checkpoint, *args, **kwargs)
+        if self._interrupt is not None and self._interrupt.signal is not None:
+            stop_after_interrupt(self.args, self._interrupt)
+        return result
+
     def training_step(self, *args, **kwargs):
         # Out of memory under a preset: explain it (peak, estimate, smaller preset), or under `memory_preset: auto`
         # with `auto_find_batch_size` retry at half the batch and twice the accumulation (trl_smol.memory.oom).
@@ -216,6 +243,8 @@ class SmolSFTTrainer(SFTTrainer):
         (see [`trl_smol.distributed`])."""
         settle_process_group()
         super().end()
+        if self.output_dir_lock is not None:
+            self.output_dir_lock.release()
 
     def create_model_card(
         self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None

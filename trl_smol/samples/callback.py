@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from ..launch import new_run_id
 from .generation import SampleGenerator
 from .outputs import SampleOutputs
 from .prompts import SamplePromptError, load_prompts
@@ -112,6 +113,9 @@ class SampleGenerationCallback(TrainerCallback):
         self.at_end = at_end
         self.model = model
         self.tokenizer = tokenizer
+        # Written in every `samples.jsonl` row so that runs sharing an output dir are told apart. `SmolSFTTrainer`
+        # sets its run plan's id; elsewhere one is made when training begins.
+        self.run_id: str | None = None
         self.outputs: SampleOutputs | None = None
         self._done_steps: set[int] = set()
 
@@ -160,6 +164,7 @@ class SampleGenerationCallback(TrainerCallback):
         model = self.model or kwargs.get("model")
         if model is not None:
             self.generator.max_prompt_tokens(model)  # a token budget larger than the context fails here
+        self.run_id = self.run_id or new_run_id()
         self.outputs = SampleOutputs(args.output_dir)
         self._done_steps |= self.outputs.load_written_steps(state)
         if self.at_start and state.global_step == 0:
@@ -193,6 +198,6 @@ class SampleGenerationCallback(TrainerCallback):
         rows, seconds = self.generate(model, tokenizer, step, args.gradient_checkpointing_kwargs)
         if not state.is_world_process_zero or not rows:
             return
-        self.outputs.write(rows)
+        self.outputs.write([{"run": self.run_id, **row} for row in rows])
         self.outputs.show(rows, step, seconds)
         self.outputs.report(args, rows, step, seconds)

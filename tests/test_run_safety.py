@@ -1,0 +1,201 @@
+"""Run safety: a run owns its output dir, never overwrites a previous run silently, resumes from a complete checkpoint,
+saves a checkpoint when it is stopped by SIGTERM, and the last line printed on failure is the cause.
+
+The points about `trl sft` go through the real command (slow tests); the mechanics are unit-tested first.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from test_training_runs import TRL, chat_data, trl_sft, write_recipe  # noqa: F401  (chat_data is a fixture)
+
+from trl_smol.run_safety import (
+    OutputDirBusyError,
+    OutputDirLock,
+    PreviousRunError,
+    check_previous_run,
+    latest_complete_checkpoint,
+    move_previous_run,
+)
+from trl_smol.run_safety.guards import resume_path
+
+HOLD_LOCK = """
+import sys, time
+from trl_smol.run_safety import OutputDirLock
+OutputDirLock(sys.argv[1], run_id="holder-run").acquire()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def hold_lock(output_dir):
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(output_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline().strip() == "locked", process.stderr.read()
+    return process
+
+
+def checkpoint(output_dir: Path, step: int, complete: bool = True) -> Path:
+    path = output_dir / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    if complete:
+        (path / "trainer_state.json").write_text("{}")
+        (path / "adapter_model.safetensors").write_bytes(b"weights")
+    return path
+
+
+# --- the lock -------------------------------------------------------------------------------------------------------
+def test_a_second_run_into_a_locked_output_dir_is_refused_naming_the_holder(tmp_path):
+    holder = hold_lock(tmp_path)
+    try:
+        with pytest.raises(
+            OutputDirBusyError, match=rf"{tmp_path} is in use by run holder-run \(process {holder.pid}"
+        ):
+            OutputDirLock(tmp_path, run_id="second").acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_lock_of_a_dead_process_is_taken_over_and_said(tmp_path):
+    holder = hold_lock(tmp_path)
+    holder.kill()  # SIGKILL: no cleanup, the record stays; the OS releases the file lock
+    holder.wait()
+    lock = OutputDirLock(tmp_path, run_id="next").acquire()
+    assert lock.took_over["pid"] == holder.pid and lock.took_over["run"] == "holder-run"
+    assert json.loads((tmp_path / ".trl_smol_run.json").read_text())["run"] == "next"
+    lock.release()
+    assert not (tmp_path / ".trl_smol_run.json").exists()
+
+
+def test_a_second_trainer_in_the_same_process_reuses_its_lock(tmp_path):
+    first = OutputDirLock(tmp_path, run_id="a").acquire()
+    second = OutputDirLock(tmp_path, run_id="b").acquire()  # a notebook training again: not a conflict
+    assert second.took_over is None
+    first.release()
+
+
+# --- previous runs and checkpoints ----------------------------------------------------------------------------------
+def test_a_previous_run_stops_a_new_one_that_neither_resumes_nor_overwrites(tmp_path):
+    checkpoint(tmp_path, 2)
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(PreviousRunError, match=r"--resume_from_checkpoint true.*--overwrite_output_dir true"):
+        check_previous_run(tmp_path, resume=False, overwrite=False)
+    assert check_previous_run(tmp_path, resume=True, overwrite=False) == ["checkpoint-2", "adapter_config.json"]
+    assert check_previous_run(tmp_path / "new", resume=False, overwrite=False) == []
+
+
+def test_overwrite_moves_the_whole_previous_run_beside_the_output_dir(tmp_path):
+    out = tmp_path / "out"
+    checkpoint(out, 2)
+    (out / "samples.jsonl").write_text('{"step": 0}\n')
+    lock = OutputDirLock(out, run_id="new").acquire()
+    moved = move_previous_run(out)
+    assert moved.parent == tmp_path and moved.name.startswith("out.previous-")
+    assert sorted(p.name for p in moved.iterdir()) == ["checkpoint-2", "samples.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [".trl_smol.lock", ".trl_smol_run.json"]  # only the lock stays
+    lock.release()
+
+
+def test_resume_takes_the_newest_complete_checkpoint_and_names_the_skipped(tmp_path):
+    checkpoint(tmp_path, 2)
+    complete = checkpoint(tmp_path, 10)
+    cut_short = checkpoint(tmp_path, 12, complete=False)  # a save killed with SIGKILL
+    assert latest_complete_checkpoint(tmp_path) == (complete, [cut_short])
+    assert resume_path(str(tmp_path)) == str(complete)
+    empty = tmp_path / "empty"
+    checkpoint(empty, 4, complete=False)
+    with pytest.raises(FileNotFoundError, match=r"No complete checkpoint .* \(checkpoint-4: incomplete"):
+        resume_path(str(empty))
+
+
+# --- through `trl sft` ----------------------------------------------------------------------------------------------
+def last_line(result) -> str:
+    return (result.stdout + result.stderr).strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_trl_sft_into_a_busy_output_dir_stops_before_loading_the_model(tmp_path, tiny_model_dir, chat_data):  # noqa: F811
+    out = tmp_path / "out"
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_model_dir, chat_data, out, max_steps=2)
+    holder = hold_lock(out)
+    try:
+        result = trl_sft("--config", str(recipe))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode != 0
+    assert last_line(result).startswith(f"OutputDirBusyError: The output directory {out} is in use by run holder-run")
+    assert "Loading" not in result.stderr and "trl-smol 0." not in result.stdout  # stopped before the model
+
+
+@pytest.mark.slow
+def test_trl_sft_never_overwrites_a_finished_run_silently(tmp_path, tiny_model_dir, chat_data):  # noqa: F811
+    out = tmp_path / "out"
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_model_dir, chat_data, out, max_steps=2, save_steps=2)
+    first = trl_sft("--config", str(recipe))
+    assert first.returncode == 0, first.stderr[-3000:]
+    first_run = next(line for line in first.stdout.splitlines() if line.startswith("trl-smol ")).split("run ")[1][:20]
+
+    again = trl_sft("--config", str(recipe))
+    assert again.returncode != 0
+    assert last_line(again).startswith(f"PreviousRunError: The output directory {out} holds a previous run")
+    assert "--resume_from_checkpoint true" in last_line(again) and "--overwrite_output_dir true" in last_line(again)
+
+    fresh = trl_sft("--config", str(recipe), "--overwrite_output_dir", "true")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    (moved,) = tmp_path.glob("out.previous-*")
+    assert f"was moved to {moved}" in fresh.stderr
+    assert {row["run"] for row in map(json.loads, (moved / "samples.jsonl").read_text().splitlines())} == {first_run}
+    new_runs = {row["run"] for row in map(json.loads, (out / "samples.jsonl").read_text().splitlines())}
+    assert len(new_runs) == 1 and first_run not in new_runs  # nothing of the old run mixed in
+
+
+@pytest.mark.slow
+def test_trl_sft_resume_skips_a_checkpoint_cut_short(tmp_path, tiny_model_dir, chat_data):  # noqa: F811
+    out = tmp_path / "out"
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_model_dir, chat_data, out, max_steps=2, save_steps=2)
+    assert trl_sft("--config", str(recipe)).returncode == 0
+    (out / "checkpoint-3").mkdir()  # what SIGKILL during a save leaves
+    result = trl_sft("--config", str(recipe), "--resume_from_checkpoint", "true", "--max_steps", "4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming from checkpoint-2; skipped checkpoint-3: incomplete" in result.stderr
+    assert json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
+
+
+@pytest.mark.slow
+def test_sigterm_to_trl_sft_saves_a_checkpoint_and_says_how_to_resume(tmp_path, tiny_model_dir, chat_data):  # noqa: F811
+    out = tmp_path / "out"
+    recipe = write_recipe(
+        tmp_path / "r.yaml", tiny_model_dir, chat_data, out, max_steps=100000, save_steps=100000, sample_prompts=None
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [TRL, "sft", "--config", str(recipe)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    lines = []
+    deadline = time.time() + 300
+    for line in process.stdout:  # wait until training logs its first loss
+        lines.append(line)
+        if line.startswith("{'loss'") or time.time() > deadline:
+            break
+    children = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGTERM)  # to the `trl sft` process only, as a scheduler would
+    rest, _ = process.communicate(timeout=300)
+    output = "".join(lines) + rest
+    assert process.returncode != 0
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("trl-smol: stopped by SIGTERM at step "), output[-3000:]
+    step = int(last.split("at step ")[1].split(";")[0])
+    assert f"checkpoint saved in {out}/checkpoint-{step}" in last and "--resume_from_checkpoint true" in last
+    assert (out / f"checkpoint-{step}" / "trainer_state.json").exists()
+    time.sleep(1)
+    assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
