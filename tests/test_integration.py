@@ -267,3 +267,23 @@ def test_patch_swaps_names_only_for_the_role():
     assert {name for name in vars(cli)} == {"SFTConfig", "TrlParser"}
     assert {name for name in vars(script)} == {"SFTConfig", "TrlParser", "SFTTrainer", "get_dataset"}
     assert script.SFTTrainer.__name__ == "SmolSFTTrainer" and script.get_dataset.__module__ == "trl_smol.data.mixtures"
+
+
+@pytest.mark.parametrize(
+    ("native", "preset", "warned"), [(False, "none", True), (True, "none", False), (False, "cpu", False)]
+)
+def test_bf16_autocast_on_a_cpu_without_native_bf16_is_announced(monkeypatch, tmp_path, native, preset, warned):
+    """TRL's default bf16 with `use_cpu` trains on any CPU; where the CPU emulates bf16 (15.6x slower per step than
+    float32 for a small SmolLM3 on this project's 2-core AVX2 machine) the run says so, with the fix."""
+    import trl_smol.plan
+    from trl_smol import SmolSFTConfig
+    from trl_smol.memory.hardware import HardwareInfo
+    from trl_smol.plan import plan_run
+
+    monkeypatch.setattr(trl_smol.plan, "cpu_has_native_bf16", lambda: native)
+    args = SmolSFTConfig(output_dir=str(tmp_path), use_cpu=True, memory_preset=preset)  # bf16: TRL's default
+    plan = plan_run(args, model_name="trl-smol/SmolLM3-demo-135M", hardware=HardwareInfo.fake_cpu())
+    assert bool(plan.slow_precision) is warned
+    if warned:
+        assert "`bf16: false`" in plan.slow_precision and "`memory_preset: auto`" in plan.slow_precision
+        assert "precision=bf16 (on a CPU without native bf16" in plan.banner()

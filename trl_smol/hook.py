@@ -101,9 +101,17 @@ def _prepare_cli_process() -> None:
 
 
 def _forward_to_children(number, frame) -> None:
+    """Send the signal on to the training processes; before they exist, stop as Python would."""
     import psutil
 
-    for child in psutil.Process().children():
+    children = psutil.Process().children()
+    if not children:
+        import signal
+
+        if number == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + number)
+    for child in children:
         try:
             child.send_signal(number)
         except psutil.Error:
@@ -123,6 +131,7 @@ def _cause_last_excepthook(original, path: str):
         code = getattr(error, "returncode", 1) or 1
         print(f"trl sft: the training process failed (exit status {code}). Its error:", file=sys.stderr)
         print(cause, file=sys.stderr, flush=True)
-        os._exit(code if isinstance(code, int) and 0 < code < 256 else 1)
+        os.remove(path)
+        os._exit(code if isinstance(code, int) and 0 < code < 256 else 1)  # nothing else may print after the cause
 
     return excepthook

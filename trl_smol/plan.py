@@ -24,9 +24,9 @@ from typing import Any
 
 from . import __version__
 from .config import UserSettings, bf16_trainable, explicit_settings
-from .launch import entered_through_trl_sft, new_run_id
+from .launch import entered_through_trl_sft, has_accelerator, new_run_id
 from .memory import PresetResult
-from .memory.hardware import HardwareInfo
+from .memory.hardware import HardwareInfo, cpu_has_native_bf16
 from .memory.planner import plan_requested_preset, write_preset
 from .models import model_type_of
 from .templating import END_OF_TURN, apply_smollm3_template, smollm3_template_reason
@@ -43,6 +43,7 @@ class RunPlan:
     method: str
     precision: str  # "bf16", "fp16" or "float32", after the preset
     precision_reason: str | None  # set when the plugin, not the user, decided the precision
+    slow_precision: str | None  # a warning: bf16 autocast on a CPU that emulates bf16
     preset: PresetResult | None
     chat_template: str | None  # why the SmolLM3 template is put on the tokenizer; None keeps the tokenizer's own
     smollm3_template: bool  # the plugin applies its SmolLM3 template in this run (then `today` is fixed too)
@@ -64,6 +65,8 @@ class RunPlan:
         features: dict[str, str] = {}
         if self.precision_reason:
             features["precision"] = f"{self.precision} ({self.precision_reason})"
+        elif self.slow_precision:
+            features["precision"] = f"{self.precision} (on a CPU without native bf16: slow, see the warning)"
         if self.preset is not None:
             features["memory_preset"] = self.preset.tier
         if self.chat_template:
@@ -150,6 +153,14 @@ def plan_run(
     elif precision == "float32" and not explicit & {"bf16", "fp16"} and not bf16_trainable(args.use_cpu):
         precision_reason = "bf16 left unset; no bf16 device here, where TRL would stop"
 
+    slow_precision = None
+    on_cpu = bool(getattr(args, "use_cpu", False)) or not has_accelerator()
+    if precision == "bf16" and on_cpu and not cpu_has_native_bf16():
+        slow_precision = (
+            "bf16 autocast on a CPU without native bf16 (no AVX512-BF16, AMX or Arm BF16): torch emulates it, many "
+            "times slower than float32. Set `bf16: false`, or `memory_preset: auto`, which trains in float32 on a CPU."
+        )
+
     callbacks = list(getattr(args, "callbacks", None) or [])
     if getattr(args, "sample_prompts", None) and "samples" not in callbacks:
         callbacks.insert(0, "samples")
@@ -164,6 +175,7 @@ def plan_run(
         method=training_method(peft_config, quantization_config, model),
         precision=precision,
         precision_reason=precision_reason,
+        slow_precision=slow_precision,
         preset=preset,
         chat_template=reason,
         smollm3_template=reason is not None,

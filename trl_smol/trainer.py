@@ -121,6 +121,8 @@ class SmolSFTTrainer(SFTTrainer):
             tokenizer=processing_class if templated else None,
             conversational=templated,
         )
+        if self.run_plan.slow_precision and args.process_index == 0:
+            logger.warning(f"trl-smol: {self.run_plan.slow_precision}")
         if self.run_plan.preset is not None and args.process_index == 0:
             from rich.console import Console
 

@@ -184,3 +184,18 @@ def bitsandbytes_4bit_error(device: str | None = None) -> str | None:
     except Exception as error:  # ImportError, RuntimeError or NotImplementedError from a missing backend
         return f"{type(error).__name__}: {error}"
     return None
+
+
+# CPU features that compute bf16 natively: x86 AVX512-BF16 and AMX, Arm's BF16 extension.
+_NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively. Without it, bf16 autocast on the CPU is emulated and many times slower
+    than float32. Read from `/proc/cpuinfo`; where that cannot be read, assumed true (nothing is claimed)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            lines = [line for line in file if line.startswith(("flags", "Features"))]
+    except OSError:
+        return True
+    return any(_NATIVE_BF16_FLAGS & set(line.split(":", 1)[-1].split()) for line in lines)
