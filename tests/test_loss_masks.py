@@ -129,8 +129,10 @@ def test_truncation_by_max_length_keeps_labels_aligned_and_drops_rows_left_witho
     # Cut three tokens into the latest-starting first assistant turn; the long prompt alone exceeds that.
     max_length = max(next(i for i, label in enumerate(labels) if label != -100) for _, labels in full) + 3
     rows = [*CONVERSATIONS, long_prompt]
-    cut = make_trainer(tiny_smollm3_tokenizer(SMOLLM3_CHAT_TEMPLATE), rows, max_length=max_length).train_dataset
-    assert len(cut) == len(CONVERSATIONS)  # the long prompt row has no trained token left: TRL drops it
+    tokenizer = tiny_smollm3_tokenizer(SMOLLM3_CHAT_TEMPLATE)
+    # With `invalid_rows: drop` the row cut to nothing is counted, then dropped as TRL drops it (`error` stops).
+    cut = make_trainer(tokenizer, rows, max_length=max_length, invalid_rows="drop").train_dataset
+    assert len(cut) == len(CONVERSATIONS)  # the long prompt row has no trained token left
     cut_rows = 0
     for example in cut:
         ids, labels = next(pair for pair in full if pair[0][: len(example["input_ids"])] == example["input_ids"])

@@ -69,7 +69,14 @@ def test_warns_when_max_length_cuts_the_example(mode):
     if mode == "keep_start":  # the header survives, the assistant turn at the end is lost
         assert example.trained == 0
         assert example.warnings[0].startswith(f"cut by max_length: {cut} of {len(example.input_ids)} tokens dropped")
-        assert "no trained tokens: this example contributes no loss (TRL drops it)" in example.warnings
+        assert (
+            "cut to nothing by max_length: no trained token is left (training stops at this row with "
+            "`invalid_rows: error`)" in example.warnings
+        )
+        (dropped,) = rendered(
+            [THINKING], assistant_only_loss=True, max_length=100, truncation_mode=mode, invalid_rows="drop"
+        )
+        assert "cut to nothing by max_length: no trained token is left (TRL drops the row)" in dropped.warnings
     else:
         assert example.trained > 0 and example.warnings[0].endswith("0 of them trained")
 

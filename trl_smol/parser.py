@@ -109,16 +109,20 @@ class SmolTrlParser(TrlParser):
         # A deep copy: the dataclasses convert some values in place (`datasets` entries become DatasetConfig objects).
         self._recipe = copy.deepcopy(kwargs)
         remaining = super().set_defaults_with_config(**kwargs)
+        self.check_recipe_keys(kwargs, self._config_path)
+        return remaining
+
+    def check_recipe_keys(self, keys: Iterable[str], config_path: str | None = None) -> None:
+        """Raise [`UnknownRecipeKeyError`] for the first key nobody knows (also used by `trl-smol doctor`)."""
         dataclass_keys = {action.dest for action in self._actions}
         launcher_keys = accelerate_launch_keys()
-        for key in kwargs:
+        for key in keys:
             if key in dataclass_keys or key in launcher_keys or key in _PARSER_KEYS:
                 continue
             close = difflib.get_close_matches(key, sorted(self.known_keys()), n=1, cutoff=0.6)
-            where = f"recipe {self._config_path}" if self._config_path else "the recipe"
+            where = f"recipe {config_path}" if config_path else "the recipe"
             hint = f" Did you mean `{close[0]}`?" if close else ""
             raise UnknownRecipeKeyError(
                 f"Unknown key `{key}` in {where}: neither TRL's SFT arguments, trl-smol nor `accelerate launch` "
                 f"know it.{hint} Run `trl sft --help` for the valid keys, or remove it."
             )
-        return remaining

@@ -227,7 +227,12 @@ class SmolSFTTrainer(SFTTrainer):
             # Batched rendering + tokenization with TRL's ids and masks; TRL then truncates and packs as usual.
             if not getattr(self, "_is_vision_dataset", False) and can_tokenize_fast(dataset, processing_class):
                 dataset = tokenize_conversations(
-                    dataset, processing_class, args=args, chat_template=self.chat_template, dataset_name=dataset_name
+                    dataset,
+                    processing_class,
+                    args=args,
+                    chat_template=self.chat_template,
+                    dataset_name=dataset_name,
+                    packing=packing,
                 )
         return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
 

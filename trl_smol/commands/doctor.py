@@ -6,8 +6,10 @@ trl-smol doctor --config recipes/smollm3_qlora.yaml
 trl-smol doctor --config recipe.yaml --preset 16gb   # plan for another machine's tier
 ```
 
-The recipe is read as YAML without building the training arguments, so a GPU recipe can be checked on a laptop.
-Exit status: 0 when the run fits, 1 when it does not, 2 on bad input.
+The recipe is read as YAML without building the training arguments, so a GPU recipe can be checked on a laptop; its
+keys are checked as `trl sft` checks them (a mistyped key is an error). The verdict follows what the run would do on
+this machine: QLoRA where bitsandbytes cannot quantize to 4-bit here "does not run here", as the trainer would stop.
+Exit status: 0 when the run fits, 1 when it does not (or does not run here), 2 on bad input.
 """
 
 from __future__ import annotations
@@ -22,14 +24,19 @@ from rich.table import Table
 
 from ..config import UserSettings
 from ..memory import GIB, HardwareInfo, MemoryBudgetError, ModelShapeError, breakdown_table, detect_hardware
-from ..memory.tiers import UnknownPresetError
+from ..memory.hardware import bitsandbytes_4bit_error
+from ..memory.tiers import PRESET_NAMES, TIERS, UnknownPresetError
+from ..parser import UnknownRecipeKeyError
+from .arguments import recipe_parser
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM3-3B-Base"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="Recipe (YAML) to check; without it, TRL's defaults.")
-    parser.add_argument("--preset", help="Memory preset to plan with (default: the recipe's, or auto).")
+    parser.add_argument(
+        "--preset", choices=PRESET_NAMES, help="Memory preset to plan with (default: the recipe's, or auto)."
+    )
     parser.add_argument("--model", help=f"Model to plan for when the recipe names none (default {DEFAULT_MODEL}).")
 
 
@@ -98,6 +105,36 @@ def hardware_table(hardware: HardwareInfo) -> Table:
     return table
 
 
+def four_bit_problem(plan: Any, hardware: HardwareInfo, *, detected: bool) -> str | None:
+    """Why this machine cannot load the plan's 4-bit weights, or None (also when planning another machine's tier).
+
+    On the detected machine a tiny NF4 quantisation is tried, as the trainer does before loading; for a described
+    machine (`hardware` passed in) its `bnb_4bit` says it.
+    """
+    if not getattr(plan.quantization_config, "load_in_4bit", False):
+        return None
+    if plan.preset is not None and TIERS[plan.preset.tier].accelerator != hardware.accelerator:
+        return None  # e.g. `--preset 16gb` on a laptop: a plan for another machine
+    if detected:
+        return bitsandbytes_4bit_error()
+    return None if hardware.bnb_4bit else "no 4-bit backend for this hardware"
+
+
+def _does_not_run_here(problem: str, recipe: dict[str, Any], tier: str) -> str:
+    if recipe.get("load_in_4bit"):
+        return (
+            f"does not run here: the recipe asks for 4-bit weights (`load_in_4bit: true`), but bitsandbytes cannot "
+            f"quantize to 4-bit on this machine ({problem}); the run would stop before loading the model. Remove "
+            "`load_in_4bit` and set `memory_preset: auto`, which trains LoRA in 16-bit here, or install a "
+            "bitsandbytes build with a backend for this device."
+        )
+    return (
+        f"does not run here: memory_preset {tier} trains QLoRA (4-bit weights), but bitsandbytes cannot quantize to "
+        f"4-bit on this machine ({problem}). Choose a LoRA preset (`memory_preset: 16gb`) or install a bitsandbytes "
+        "build with a backend for this device."
+    )
+
+
 def _yes(value: bool) -> str:
     return "[green]yes[/green]" if value else "no"
 
@@ -121,6 +158,11 @@ def run(args: argparse.Namespace, hardware: HardwareInfo | None = None) -> int:
                 f"[red]trl-smol doctor: recipe {args.config} is not a mapping of keys to values[/red]", soft_wrap=True
             )
             return 2
+        try:
+            recipe_parser().check_recipe_keys(recipe, args.config)
+        except UnknownRecipeKeyError as error:
+            console.print(f"[red]trl-smol doctor: {error}[/red]", soft_wrap=True)
+            return 2
     model = args.model or recipe.get("model_name_or_path") or DEFAULT_MODEL
     preset = args.preset or recipe.get("memory_preset") or "auto"
     if preset == "none":
@@ -132,6 +174,7 @@ def run(args: argparse.Namespace, hardware: HardwareInfo | None = None) -> int:
     # Planning only: a GPU tier may be checked on a machine without a GPU (`--preset 16gb` on a laptop).
     training_args.memory_preset, training_args.memory_preset_force = preset, True
     explicit = frozenset(key for key in recipe if hasattr(training_args, key))
+    detected = hardware is None
     hardware = hardware or detect_hardware()
     console.print(hardware_table(hardware))
     try:
@@ -152,6 +195,12 @@ def run(args: argparse.Namespace, hardware: HardwareInfo | None = None) -> int:
     if result.estimate is not None:
         console.print(breakdown_table(result.estimate, title="Estimated peak memory", budget=result.budget))
     console.print(f"Training method: {plan.method}; precision: {plan.precision}", soft_wrap=True)
+    problem = four_bit_problem(plan, hardware, detected=detected)
+    if problem is not None:
+        console.print(
+            f"[bold red]Verdict: {_does_not_run_here(problem, recipe, result.tier)}[/bold red]", soft_wrap=True
+        )
+        return 1
     style = "green" if result.fits else "red"
     console.print(f"[bold {style}]Verdict: {result.verdict}[/bold {style}]", soft_wrap=True)
     return 0 if result.fits else 1

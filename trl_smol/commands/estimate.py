@@ -13,23 +13,24 @@ import argparse
 import json
 
 from ..memory import GIB, METHODS, ModelShapeError, breakdown_table, estimate_memory
+from .arguments import positive_float, positive_int, probability
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="HuggingFaceTB/SmolLM3-3B-Base", help="Hub id, local path or known id.")
     parser.add_argument("--method", choices=METHODS, default="qlora")
-    parser.add_argument("--max-length", type=int, default=2048, help="Tokens per sequence.")
-    parser.add_argument("--batch-size", type=int, default=1, help="per_device_train_batch_size.")
+    parser.add_argument("--max-length", type=positive_int, default=2048, help="Tokens per sequence.")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="per_device_train_batch_size.")
     parser.add_argument(
         "--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True, help="Default: on."
     )
     parser.add_argument("--optim", default=None, help="Default: paged_adamw_8bit for qlora, else adamw_torch_fused.")
-    parser.add_argument("--lora-r", type=int, default=16)
-    parser.add_argument("--lora-dropout", type=float, default=0.0)
+    parser.add_argument("--lora-r", type=positive_int, default=16)
+    parser.add_argument("--lora-dropout", type=probability, default=0.0, help="From 0 up to (not including) 1.")
     parser.add_argument("--dtype", default="bfloat16", help="Compute dtype: bfloat16, float16 or float32.")
     parser.add_argument("--weights-dtype", default=None, help="Load dtype of the weights (default: --dtype).")
     parser.add_argument("--device", choices=("cuda", "mps", "cpu"), default="cuda")
-    parser.add_argument("--budget-gib", type=float, default=None, help="Device memory to compare against.")
+    parser.add_argument("--budget-gib", type=positive_float, default=None, help="Device memory to compare against.")
     parser.add_argument("--json", action="store_true", help="Print the estimate as JSON instead of a table.")
 
 

@@ -4,11 +4,13 @@
 trl-smol render --config recipe.yaml -n 3
 ```
 
-For each of the first `n` training examples it shows the rendered text (trained tokens highlighted, the part cut by
-`max_length` struck through), the token counts, and warnings: cut by `max_length`, no trained tokens, an empty
+First every row of the train split goes through the trainer's validation (an invalid row is the error training
+would stop with; with `invalid_rows: drop` the dropped rows are counted), and the number of rows checked is printed.
+Then, for `n` training examples from `--start`, it shows the rendered text (trained tokens highlighted, the part cut by
+`max_length` struck through), the token counts, and warnings: cut by `max_length`, cut to nothing trainable, an empty
 assistant turn, or a reasoning mode that disagrees with the content. Nothing is trained and no model is loaded: the
-recipe's tokenizer, chat template, `chat_template_kwargs`, validation and `assistant_only_loss` are applied exactly as
-[`SmolSFTTrainer`] applies them.
+recipe's data files, tokenizer, chat template, `chat_template_kwargs`, validation and `assistant_only_loss` are
+applied exactly as `trl sft` and [`SmolSFTTrainer`] apply them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import SmolSFTConfig
+from .arguments import non_negative_int, recipe_parser
 
 
 @dataclass
@@ -58,15 +61,22 @@ def reasoning_mode(messages: list[dict[str, Any]], template_kwargs: dict[str, An
     return mode
 
 
-def example_warnings(messages: list[dict[str, Any]], template_kwargs: dict[str, Any], rendered: RenderedExample):
-    """Warnings for one example (see the module docstring)."""
+def example_warnings(
+    messages: list[dict[str, Any]], template_kwargs: dict[str, Any], rendered: RenderedExample, drop: bool = False
+):
+    """Warnings for one example (see the module docstring); `drop`: the run's `invalid_rows` is `drop`."""
     found = []
     total = len(rendered.input_ids)
     if rendered.kept < total:
         trained_total = sum(label != -100 for label in rendered.labels)
         lost = trained_total - rendered.trained
         found.append(f"cut by max_length: {total - rendered.kept} of {total} tokens dropped, {lost} of them trained")
-    if rendered.trained == 0:
+    if rendered.trained == 0 and rendered.kept < total:
+        found.append(
+            "cut to nothing by max_length: no trained token is left ("
+            + ("TRL drops the row)" if drop else "training stops at this row with `invalid_rows: error`)")
+        )
+    elif rendered.trained == 0:
         found.append("no trained tokens: this example contributes no loss (TRL drops it)")
     mode = reasoning_mode(messages, template_kwargs)
     for i, message in enumerate(messages):
@@ -85,24 +95,23 @@ def example_warnings(messages: list[dict[str, Any]], template_kwargs: dict[str, 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="Recipe (YAML) as given to `trl sft --config`.")
-    parser.add_argument("-n", "--num-examples", type=int, default=3, help="How many training examples to show.")
-    parser.add_argument("--start", type=int, default=0, help="Index of the first example to show.")
+    parser.add_argument(
+        "-n", "--num-examples", type=non_negative_int, default=3, help="How many training examples to show (0: none)."
+    )
+    parser.add_argument("--start", type=non_negative_int, default=0, help="Index of the first example to show.")
 
 
 def load_recipe(config_path: str, extra: list[str] | None = None):
     """Parse a recipe like `trl sft` does: (script_args, training_args, model_args, dataset_args)."""
-    from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments
-
-    from ..parser import SmolTrlParser
-
-    parser = SmolTrlParser((ScriptArguments, SmolSFTConfig, ModelConfig, DatasetMixtureConfig))
+    parser = recipe_parser()
     return parser.parse_args_and_config(["--config", config_path, *(extra or [])], fail_with_unknown_args=False)[:4]
 
 
 def load_train_split(script_args, dataset_args):
-    """The training split, loaded as the stock `trl sft` script loads it."""
+    """The training split, loaded as `trl sft` loads it with the plugin (a mixture through its `get_dataset`)."""
     from datasets import load_dataset
-    from trl import get_dataset
+
+    from ..data import get_dataset
 
     if dataset_args.datasets:
         dataset = get_dataset(dataset_args)
@@ -139,7 +148,8 @@ def render_examples(
     prepared = prepare_conversations(
         rows, args=args, dataset_name=name, processing_class=tokenizer, template_defaults=defaults
     )
-    tokenized = tokenize_conversations(prepared, tokenizer, args=args, dataset_name=name)
+    # check_truncation=False: a row cut to nothing trainable is shown, with a warning, instead of stopping here.
+    tokenized = tokenize_conversations(prepared, tokenizer, args=args, dataset_name=name, check_truncation=False)
     results = []
     for example in tokenized:
         total = len(example["input_ids"])
@@ -151,9 +161,36 @@ def render_examples(
                 keep_to = min(total, args.max_length)
         rendered = RenderedExample(example["_row"], example["input_ids"], example["labels"], keep_from, keep_to)
         template_kwargs = {k: v for k, v in (example.get("chat_template_kwargs") or {}).items() if v is not None}
-        rendered.warnings = example_warnings(example["messages"], template_kwargs, rendered)
+        rendered.warnings = example_warnings(
+            example["messages"], template_kwargs, rendered, drop=args.invalid_rows == "drop"
+        )
         results.append((example, rendered))
     return results
+
+
+def check_every_row(dataset, tokenizer, args: SmolSFTConfig, *, template_applied: bool | None = None) -> str:
+    """Run the trainer's validation over the whole train split; returns the line saying how many rows were checked.
+
+    Raises what training would raise on the first invalid row ([`InvalidConversationError`]) with `invalid_rows:
+    error`; with `drop`, the dropped rows are counted in a table, as in training. A streamed split is not read
+    through: only the rows shown are checked.
+    """
+    from datasets import Dataset
+
+    from ..data import prepare_conversations
+
+    columns = set(dataset.column_names or [])
+    if not columns & {"messages", "conversations"}:
+        raise ValueError(f"The dataset has no `messages` column (columns: {', '.join(sorted(columns))}).")
+    if not isinstance(dataset, Dataset):
+        return "Streamed train split: only the rows shown were checked."
+    defaults = None if template_applied is None else args.template_defaults(template_applied)
+    prepared = prepare_conversations(
+        dataset, args=args, dataset_name="train", processing_class=tokenizer, template_defaults=defaults
+    )
+    dropped = len(dataset) - len(prepared)
+    line = f"Checked all {len(dataset)} rows of the train split: "
+    return line + (f"{dropped} invalid, dropped (invalid_rows: drop)." if dropped else "every row is valid.")
 
 
 def _styled(tokenizer, rendered: RenderedExample):
@@ -198,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
     )
     console.print("Legend: [bold green]trained[/] [dim]not trained[/] [strike red]cut by max_length[/]")
     dataset = load_train_split(script_args, dataset_args)
+    console.print(check_every_row(dataset, tokenizer, training_args, template_applied=bool(reason)))
     results = render_examples(
         dataset, tokenizer, training_args, start=args.start, count=args.num_examples, template_applied=bool(reason)
     )

@@ -5,17 +5,21 @@ from trl_smol.data import prepare_conversations, smoltalk2_mixture, smoltalk2_tr
 ```
 """
 
+from .input_files import DataFileError, check_local_data_files
 from .mixtures import SmolDatasetMixtureConfig, get_dataset, smoltalk2_mixture
 from .smoltalk2 import MissingSplitError, smoltalk2_train
-from .tokenization import can_tokenize_fast, tokenize_conversations
+from .tokenization import RowCutToNothingError, can_tokenize_fast, tokenize_conversations
 from .validation import InvalidConversationError, check_conversation, prepare_conversations
 
 __all__ = [
+    "DataFileError",
     "InvalidConversationError",
     "MissingSplitError",
+    "RowCutToNothingError",
     "SmolDatasetMixtureConfig",
     "can_tokenize_fast",
     "check_conversation",
+    "check_local_data_files",
     "get_dataset",
     "prepare_conversations",
     "smoltalk2_mixture",

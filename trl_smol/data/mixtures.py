@@ -32,6 +32,8 @@ from typing import Any
 
 from trl.scripts.utils import DatasetConfig, DatasetMixtureConfig
 
+from .input_files import check_mixture_files
+
 SMOLTALK2_ID = "HuggingFaceTB/smoltalk2"
 SMOLTALK2_SFT_CONFIG = "SFT"
 SMOLTALK2_COLUMNS = ("messages", "chat_template_kwargs")
@@ -246,9 +248,12 @@ def check_mixture_columns(mixture: DatasetMixtureConfig) -> None:
 
 
 def get_dataset(mixture: DatasetMixtureConfig):
-    """TRL's `get_dataset` after [`check_mixture_columns`]; `trl sft` uses it when the plugin is active."""
+    """TRL's `get_dataset` after checking the mixture's local files ([`check_mixture_files`]: empty, not UTF-8, not
+    JSON lines, no `messages` column where the entry keeps one) and [`check_mixture_columns`]; `trl sft` uses it when
+    the plugin is active."""
     from trl.scripts.utils import get_dataset as trl_get_dataset
 
+    check_mixture_files(mixture.datasets)
     check_mixture_columns(mixture)
     return trl_get_dataset(mixture)
 

@@ -30,6 +30,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from .input_files import check_local_data_files
 from .mixtures import (
     SMOLTALK2_ID,
     SMOLTALK2_SFT_CONFIG,
@@ -149,7 +150,9 @@ def smoltalk2_train(
 
 
 def after_parse(outputs: tuple) -> None:
-    """Called by [`trl_smol.parser.SmolTrlParser`] once `trl sft`'s arguments are parsed (script process only)."""
+    """Called by [`trl_smol.parser.SmolTrlParser`] once `trl sft`'s arguments are parsed (script process only): the
+    local data files are checked ([`check_local_data_files`]), then the train split ([`resolve_dataset_splits`])."""
+    from transformers import TrainingArguments
     from trl.scripts.utils import DatasetMixtureConfig, ScriptArguments
 
     def first(kind):
@@ -157,4 +160,5 @@ def after_parse(outputs: tuple) -> None:
 
     script_args, dataset_args = first(ScriptArguments), first(DatasetMixtureConfig)
     if script_args is not None and dataset_args is not None:
+        check_local_data_files(script_args, dataset_args, first(TrainingArguments))
         resolve_dataset_splits(script_args, dataset_args)

@@ -234,7 +234,7 @@ def prepare_conversations(
     if is_map_style:
         map_kwargs = {"num_proc": args.dataset_num_proc, "desc": f"Checking conversations ({dataset_name})"}
     dataset = dataset.map(check_batch, batched=True, with_indices=True, input_columns=input_columns, **map_kwargs)
-    if not drop:
+    if not drop or (is_map_style and _REASON_COLUMN not in dataset.column_names):  # no row, so no batch was checked
         return dataset
 
     if is_map_style:
