@@ -279,7 +279,8 @@ def test_demo_recipe_trains_with_stock_trl_sft_and_the_behaviour_generalises(tmp
     run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-6000:]
-    assert re.search(r"^trl-smol \S+ active \(trl sft\): .*chat_template=smollm3", log, re.MULTILINE), log[-3000:]
+    banner = r"^trl-smol \S+ active \(trl sft, run \d{8}-\d{6}-[0-9a-f]{4}\): .*chat_template=smollm3"
+    assert re.search(banner, log, re.MULTILINE), log[-3000:]
 
     # What the output dir holds: adapter, tokenizer with the SmolLM3 template, samples, model card.
     names = {path.name for path in output_dir.iterdir()}
