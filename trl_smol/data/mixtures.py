@@ -32,6 +32,7 @@ from typing import Any
 
 from trl.scripts.utils import DatasetConfig, DatasetMixtureConfig
 
+from ..launch import entered_through_trl_sft
 from .input_files import check_mixture_files
 
 SMOLTALK2_ID = "HuggingFaceTB/smoltalk2"
@@ -250,10 +251,12 @@ def check_mixture_columns(mixture: DatasetMixtureConfig) -> None:
 def get_dataset(mixture: DatasetMixtureConfig):
     """TRL's `get_dataset` after checking the mixture's local files ([`check_mixture_files`]: empty, not UTF-8, not
     JSON lines, no `messages` column where the entry keeps one) and [`check_mixture_columns`]; `trl sft` uses it when
-    the plugin is active."""
+    the plugin is active. In `trl sft` the files were already checked once the recipe was parsed
+    (`trl_smol.data.smoltalk2.after_parse`), so they are not read twice."""
     from trl.scripts.utils import get_dataset as trl_get_dataset
 
-    check_mixture_files(mixture.datasets)
+    if not entered_through_trl_sft():
+        check_mixture_files(mixture.datasets)
     check_mixture_columns(mixture)
     return trl_get_dataset(mixture)
 

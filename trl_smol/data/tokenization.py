@@ -23,7 +23,7 @@ from datasets import Dataset, IterableDataset
 
 from ..config import SmolSFTConfig
 from ..templating import canonical_tool_calls
-from .validation import InvalidConversationError, _clean_kwargs, _print_dropped, logger
+from .validation import InvalidConversationError, _clean_kwargs, _print_dropped, conversation_columns, logger
 
 CUT_REASON = "cut to nothing by max_length"
 _CUT_COLUMN = "_trl_smol_cut_to_nothing"
@@ -144,10 +144,7 @@ def tokenize_conversations(
 
     def tokenize_batch(*batch_and_indices: list) -> dict[str, list]:
         *batch, indices = batch_and_indices
-        values = dict(zip(input_columns, batch, strict=True))
-        messages = values["messages"]
-        kwargs = values.get("chat_template_kwargs") or [None] * len(messages)
-        tools = values.get("tools") or [None] * len(messages)
+        messages, kwargs, tools = conversation_columns(input_columns, batch)
         texts, spans = [], []
         for row_messages, row_kwargs, row_tools in zip(messages, kwargs, tools, strict=True):
             row_tools = json.loads(row_tools) if isinstance(row_tools, str) else row_tools

@@ -212,10 +212,7 @@ def prepare_conversations(
 
     def check_batch(*batch_and_indices: list) -> dict[str, list]:
         *batch, indices = batch_and_indices
-        values = dict(zip(input_columns, batch, strict=True))
-        messages = values["messages"]
-        kwargs = values.get("chat_template_kwargs") or [None] * len(messages)
-        tools = values.get("tools") or [None] * len(messages)
+        messages, kwargs, tools = conversation_columns(input_columns, batch)
         merged, reasons = [], []
         for row, row_messages, row_kwargs, row_tools in zip(indices, messages, kwargs, tools, strict=True):
             problem = check_conversation(row_messages, row_kwargs, row_tools, strict_kwargs=strict)
@@ -251,6 +248,15 @@ def prepare_conversations(
         return dataset.remove_columns(_REASON_COLUMN)
     dataset = dataset.filter(_is_valid, batched=True, input_columns=[_REASON_COLUMN])
     return dataset.remove_columns(_REASON_COLUMN)
+
+
+def conversation_columns(input_columns: list[str], batch: list[list]) -> tuple[list, list, list]:
+    """`messages`, `chat_template_kwargs` and `tools` of a batched `map` over `input_columns` (`None` per row for a
+    column the dataset lacks)."""
+    values = dict(zip(input_columns, batch, strict=True))
+    messages = values["messages"]
+    missing = [None] * len(messages)
+    return messages, values.get("chat_template_kwargs") or missing, values.get("tools") or missing
 
 
 def _is_valid(reasons: list[str | None]) -> list[bool]:
