@@ -195,8 +195,7 @@ def run_case(method: str, arm: str, checkpoint: str, steps: int, warmup_steps: i
     from trl import SFTConfig, SFTTrainer
 
     from trl_smol import SmolSFTConfig, SmolSFTTrainer
-    from trl_smol.memory import estimate_for_run, lora_config, qlora_quantization_config
-    from trl_smol.memory.measure import MemoryMonitorCallback
+    from trl_smol.memory import MemoryMonitorCallback, estimate_for_run, lora_config, qlora_quantization_config
 
     class StepClock(TrainerCallback):
         def __init__(self):

@@ -121,8 +121,7 @@ def run_case(case: tuple, checkpoint: str, steps: int) -> dict:
     from transformers import AutoTokenizer
 
     from trl_smol import SmolSFTConfig, SmolSFTTrainer
-    from trl_smol.memory import lora_config, qlora_quantization_config
-    from trl_smol.memory.measure import MemoryMonitorCallback
+    from trl_smol.memory import MemoryMonitorCallback, lora_config, qlora_quantization_config
 
     method, max_length, batch_size, optim = case
     generator = torch.Generator().manual_seed(0)
