@@ -282,3 +282,31 @@ def test_the_preset_benchmark_compares_the_same_rows_per_optimizer_step():
     ]
     assert bench_presets.effective_batch(changes) == (8, 16)  # TRL's default batch 8 vs the preset's 2 x 8
     assert bench_presets.effective_batch([]) == (8, 8)
+
+
+@pytest.mark.parametrize("script", ["gpu_bench.py", "gpu_memory.py", "gpu_packing.py"])
+def test_gpu_scripts_import_only_names_that_exist(script):
+    # The GPU scripts run only where a GPU is lent; a renamed import must fail here, not on the lent machine.
+    import ast
+    import importlib
+
+    tree = ast.parse((Path(__file__).parent / "benchmarks" / script).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            module = importlib.import_module(node.module)
+            missing = [alias.name for alias in node.names if not hasattr(module, alias.name)]
+            assert not missing, f"{script}: {node.module} has no {missing}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                importlib.import_module(alias.name)
+
+
+def test_batch_forms_hold_the_same_tokens_and_losses_on_a_tiny_smollm3(tmp_path):
+    import gpu_packing
+
+    out = tmp_path / "packing.json"
+    argv = ["--tiny", "--rows", "8", "--batch-rows", "4", "--min-length", "8", "--max-length", "64", "--passes", "1"]
+    assert gpu_packing.main([*argv, "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["loss_relative_spread"] < 1e-5
+    assert report["forms"]["padded"]["padding_share"] > 0 == report["forms"]["padding_free"]["padding_share"]

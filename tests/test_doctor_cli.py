@@ -74,8 +74,9 @@ def test_doctor_names_the_explicit_setting_that_breaks_the_budget(tmp_path, caps
 
 
 def test_doctor_suggests_a_smaller_preset_when_nothing_explicit_is_to_blame(tmp_path, capsys):
-    # A 24 GB tier on a device that only has 12 GiB: no explicit culprit, so the next smaller tier is named.
-    assert doctor.run(doctor_args(preset="24gb"), hardware=HardwareInfo.fake_cuda(12)) == 1
+    # A 24 GB tier on a device that only has 8 GiB: even a micro-batch of 1 does not fit, no explicit setting is to
+    # blame, so the next smaller tier is named.
+    assert doctor.run(doctor_args(preset="24gb"), hardware=HardwareInfo.fake_cuda(8)) == 1
     assert "try memory_preset=16gb" in capsys.readouterr().out
 
 

@@ -56,8 +56,9 @@ def test_padding_free_batch_equals_separate_runs(setup):
     model, tokenizer, examples = setup
     batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)(examples)
     assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1
+    inputs = {key: value for key, value in batch.items() if key != "labels"}  # cu_seq_lens etc. too, as in training
     with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        logits = model(**inputs, use_cache=False).logits[0]
     lengths = [len(e["input_ids"]) for e in examples]
     for packed, alone in zip(segments(logits, lengths), separate(model, examples), strict=True):
         assert (packed - alone).abs().max() < TOLERANCE

@@ -102,6 +102,12 @@ def test_unknown_preset_lists_the_valid_names(tmp_path):
         assert name in str(error.value)
 
 
+def args_accumulation(result):
+    return result.estimate.settings.get("gradient_accumulation_steps") or result.changes.get(
+        "gradient_accumulation_steps", 1
+    )
+
+
 # --- the tier table ------------------------------------------------------------------------------------------------
 def test_8gb_tier_is_qlora_with_paged_8bit_adam_and_leaves_headroom(tmp_path):
     result = plan_memory_preset("8gb", gpu_args(tmp_path), model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(8))
@@ -114,8 +120,8 @@ def test_8gb_tier_is_qlora_with_paged_8bit_adam_and_leaves_headroom(tmp_path):
     assert quant.load_in_4bit and quant.bnb_4bit_quant_type == "nf4" and quant.bnb_4bit_use_double_quant
     assert quant.bnb_4bit_compute_dtype == torch.bfloat16
     assert result.changes["optim"] == "paged_adamw_8bit"
-    assert result.changes["per_device_train_batch_size"] == 1
-    assert result.changes["gradient_accumulation_steps"] == 16
+    # TRL's 8 rows per step, in the largest micro-batch that fits 8 GB
+    assert result.estimate.settings["per_device_train_batch_size"] * args_accumulation(result) == 8
     assert result.changes["max_length"] == 2048
     assert result.changes["bf16"] is True
     assert result.changes["model_init_kwargs"] == {"dtype": "bfloat16"}
@@ -137,7 +143,10 @@ def test_every_gpu_tier_fits_smollm3_on_its_own_device(tmp_path, tier):
     result = plan_memory_preset(tier, gpu_args(tmp_path), model_name=SMOLLM3, hardware=hardware)
     assert result.method == TIERS[tier].method
     assert result.fits, result.verdict
-    assert result.estimate.settings["per_device_train_batch_size"] == TIERS[tier].per_device_train_batch_size
+    # the tier sizes the budget; the micro-batch is the largest of TRL's 8 rows per step that fits it
+    micro = result.estimate.settings["per_device_train_batch_size"]
+    assert micro * args_accumulation(result) == 8
+    assert micro >= TIERS[tier].per_device_train_batch_size or TIERS[tier].per_device_train_batch_size > 8
 
 
 def test_full_fine_tuning_tiers_choose_the_load_dtype(tmp_path):
@@ -176,7 +185,7 @@ def test_explicit_settings_are_kept_and_the_effective_batch_too(tmp_path):
     result = plan_memory_preset("8gb", args, model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(8))
     rows = rows_by_setting(result)
     assert "per_device_train_batch_size" not in result.changes and "optim" not in result.changes
-    assert rows["per_device_train_batch_size"].status == "kept: explicit"
+    assert "gradient_accumulation_steps" not in result.changes
     assert rows["optim"].status == "kept: explicit" and rows["optim"].value == "adamw_torch"
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 16
 
@@ -184,8 +193,9 @@ def test_explicit_settings_are_kept_and_the_effective_batch_too(tmp_path):
 def test_preset_keeps_the_recipe_effective_batch_when_only_accumulation_is_set(tmp_path):
     args = gpu_args(tmp_path, gradient_accumulation_steps=4)  # x default batch 8 = 32
     result = plan_memory_preset("16gb", args, model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(16))
-    assert result.changes["per_device_train_batch_size"] == 2
-    assert "gradient_accumulation_steps" not in result.changes  # explicit: kept, batch 2 x 4
+    # the split is the recipe's (8 x 4): neither number changes, and the estimate judges it
+    assert "per_device_train_batch_size" not in result.changes
+    assert "gradient_accumulation_steps" not in result.changes
 
 
 def test_parser_record_of_explicit_fields_wins_over_defaults(tmp_path):
@@ -193,7 +203,7 @@ def test_parser_record_of_explicit_fields_wins_over_defaults(tmp_path):
     args.user_settings = UserSettings(explicit=frozenset({"max_length", "output_dir"}))
     result = plan_memory_preset("8gb", args, model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(8))
     assert "max_length" not in result.changes  # the recipe said 1024, even though it is TRL's default
-    assert result.changes["per_device_train_batch_size"] == 1
+    assert result.changes["optim"] == "paged_adamw_8bit"  # what the recipe left unset is the tier's
 
 
 def test_caller_peft_config_is_never_replaced(tmp_path):
@@ -252,15 +262,19 @@ def test_cpu_tier_end_to_end_changes_take_effect(tmp_path, tiny_model_dir, tiny_
         model=tiny_model_dir, args=args, train_dataset=token_rows(16), processing_class=tiny_tokenizer
     )
     out = capsys.readouterr().out
-    assert "memory preset `cpu`" in out and "gradient_accumulation_steps" in out
+    assert "memory preset `cpu`" in out and "smol_padding_free" in out
     assert trainer.run_plan.preset.tier == "cpu"
     # LoRA created by the preset, on all seven projections (parameters named like `...q_proj.lora_A.default.weight`)
     names = [name for name, _ in trainer.model.named_parameters() if "lora_A" in name]
     assert {name.split(".lora_A")[0].rsplit(".", 1)[-1] for name in names} == set(PROJECTIONS)
     assert any(type(cb).__name__ == "MemoryMonitorCallback" for cb in trainer.callback_handler.callbacks)
     trainer.train()
-    # One optimizer step = 8 accumulated micro-batches of 2: the tier's batch and accumulation took effect.
-    assert seen == [2] * 8 and trainer.state.global_step == 1
+    # One optimizer step = TRL's 8 rows, in one padding-free micro-batch (the tiny model fits easily): the preset's
+    # batch split took effect, without recomputing activations.
+    assert seen == [8] and trainer.state.global_step == 1
+    assert trainer.args.gradient_checkpointing is False and "position_ids" in trainer.data_collator(
+        [{"input_ids": [5, 6]}]
+    )
     assert trainer.optimizer.optimizer.defaults.get("fused") is True  # adamw_torch_fused
     assert "measured/estimate" in capsys.readouterr().out
 
@@ -272,7 +286,8 @@ def inject_oom(monkeypatch, failures=1):
     seen = []
 
     def training_step(self, model, inputs, *args, **kwargs):
-        seen.append(inputs["input_ids"].shape[0])
+        packed = "attention_mask" not in inputs  # padding-free: one row, a sequence starts at each position 0
+        seen.append(int((inputs["position_ids"] == 0).sum()) if packed else inputs["input_ids"].shape[0])
         if len(seen) <= failures:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return original(self, model, inputs, *args, **kwargs)

@@ -102,6 +102,12 @@ class SmolSFTConfig(SFTConfig):
             the recipe and command line left unset.
         memory_preset_force (`bool`, *optional*, defaults to `False`):
             Start even when explicit settings make the estimate exceed the device memory under a preset.
+        smol_padding_free (`bool`, *optional*, defaults to `False`):
+            Collate each batch padding-free (its sequences in one row, `position_ids` restarting at each one, no
+            attention mask) while TRL still truncates rows to `max_length`, which TRL's own `padding_free` does not
+            allow without packing. Turned on by a memory preset unless `packing` or `padding_free` is set. Needs an
+            attention implementation that separates packed sequences (`eager`, `sdpa`, `flash_attention_2/3`,
+            `flex_attention`). The loss is the same as with padded batches.
 
         > Run safety
 
@@ -191,6 +197,13 @@ class SmolSFTConfig(SFTConfig):
     memory_preset_force: bool = field(
         default=False,
         metadata={"help": "Start even if explicit settings make the estimate exceed the device under a preset."},
+    )
+    smol_padding_free: bool = field(
+        default=False,
+        metadata={
+            "help": "Padding-free batches (one row, position_ids, no attention mask) with TRL's truncation to "
+            "max_length kept. A memory preset turns it on unless packing or padding_free is set."
+        },
     )
 
     # --- run safety --------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 
 from . import __version__
 from .config import UserSettings, bf16_trainable, explicit_settings
+from .data.padding_free import PACKED_ATTENTION, packed_attention_supported
 from .launch import entered_through_trl_sft, has_accelerator, new_run_id
 from .memory import PresetResult
 from .memory.hardware import HardwareInfo, cpu_has_native_bf16
@@ -48,6 +49,7 @@ class RunPlan:
     chat_template: str | None  # why the SmolLM3 template is put on the tokenizer; None keeps the tokenizer's own
     smollm3_template: bool  # the plugin applies its SmolLM3 template in this run (then `today` is fixed too)
     callbacks: tuple[str, ...]
+    padding_free: str | None = None  # why batches are padding-free (data/padding_free.py); None: TRL's collator
     peft_config: Any = field(default=None, compare=False)
     quantization_config: Any = field(default=None, compare=False)
 
@@ -69,6 +71,8 @@ class RunPlan:
             features["precision"] = f"{self.precision} (on a CPU without native bf16: slow, see the warning)"
         if self.preset is not None:
             features["memory_preset"] = self.preset.tier
+        if self.padding_free:
+            features["batches"] = f"padding-free ({self.padding_free})"
         if self.chat_template:
             features["chat_template"] = f"smollm3 ({self.chat_template})"
         if self.callbacks:
@@ -111,13 +115,17 @@ def plan_run(
     hardware: HardwareInfo | None = None,
     explicit: frozenset[str] | None = None,
     user: UserSettings | None = None,
+    custom_collator: bool = False,
+    vision: bool = False,
 ) -> RunPlan:
     """Resolve the run plan of `args` (a `SmolSFTConfig`, or recipe values for `trl-smol doctor`).
 
     `model` is a loaded model when the caller passed one, `model_name` the name or path to load. `tokenizer` and
     `conversational` decide the chat template (only chat data is templated). `explicit` overrides the settings the
-    user set (default: [`trl_smol.config.explicit_settings`]). Raises what the preset planner raises: an unknown
-    preset, a GPU tier without a GPU, a model whose shape cannot be read.
+    user set (default: [`trl_smol.config.explicit_settings`]). `custom_collator` / `vision`: the caller passes its own
+    data collator / an image dataset, where padding-free batches cannot apply. Raises what the preset planner raises:
+    an unknown preset, a GPU tier without a GPU, a model whose shape cannot be read; and a `ValueError` for an
+    explicit `smol_padding_free: true` that cannot apply.
     """
     user = user or getattr(args, "user_settings", None) or UserSettings()
     explicit = explicit_settings(args) if explicit is None else explicit
@@ -145,6 +153,7 @@ def plan_run(
         )
 
     changes = preset.changes if preset is not None else {}
+    padding_free = _padding_free(args, preset, model, custom_collator=custom_collator, vision=vision)
     bf16, fp16 = changes.get("bf16", args.bf16), changes.get("fp16", args.fp16)
     precision = "bf16" if bf16 else "fp16" if fp16 else "float32"
     precision_reason = None
@@ -180,9 +189,42 @@ def plan_run(
         chat_template=reason,
         smollm3_template=reason is not None,
         callbacks=tuple(callbacks),
+        padding_free=padding_free,
         peft_config=peft_config,
         quantization_config=quantization_config,
     )
+
+
+def _padding_free(
+    args: Any, preset: PresetResult | None, model: Any, *, custom_collator: bool, vision: bool
+) -> str | None:
+    """Why this run's batches are padding-free, or None. A preset's proposal that cannot apply is withdrawn (its row
+    says why); an explicit `smol_padding_free: true` that cannot apply stops the run before the model loads."""
+    by_preset = preset is not None and preset.changes.get("smol_padding_free", False)
+    if not (by_preset or getattr(args, "smol_padding_free", False)):
+        return None
+    if model is not None:
+        attention = getattr(model.config, "_attn_implementation", None)
+    else:
+        attention = (getattr(args, "model_init_kwargs", None) or {}).get("attn_implementation")
+    problem = None
+    if custom_collator:
+        problem = "a data_collator was passed, and padding-free batches need TRL's collator"
+    elif vision:
+        problem = "the dataset has images, whose collator cannot be padding-free"
+    elif not packed_attention_supported(attention):
+        problem = (
+            f"attn_implementation={attention} does not separate packed sequences ({', '.join(PACKED_ATTENTION)} do)"
+        )
+    if problem is None:
+        return f"memory preset {preset.tier}" if by_preset else "smol_padding_free"
+    if not by_preset:
+        raise ValueError(f"smol_padding_free: true cannot apply: {problem}. Set `smol_padding_free: false`.")
+    del preset.changes["smol_padding_free"]
+    for row in preset.rows:
+        if row.setting == "smol_padding_free":
+            row.value, row.status, row.reason = False, "unavailable", problem
+    return None
 
 
 def _remote(args: Any) -> bool:

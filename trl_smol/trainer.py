@@ -30,6 +30,7 @@ from trl.trainer.sft_trainer import SFTTrainer
 from .callbacks import load_callback, run_first
 from .config import SmolSFTConfig, UserSettings, default_config, explicit_settings
 from .data import can_tokenize_fast, prepare_conversations, tokenize_conversations
+from .data.padding_free import guard_packed_batches, padding_free_collator
 from .distributed import settle_process_group
 from .launch import entered_through_trl_sft
 from .memory import MemoryMonitorCallback, handle_out_of_memory
@@ -120,6 +121,8 @@ class SmolSFTTrainer(SFTTrainer):
             quantization_config=quantization_config,
             tokenizer=processing_class if templated else None,
             conversational=templated,
+            custom_collator=data_collator is not None,
+            vision=_has_images(train_dataset),
         )
         if self.run_plan.slow_precision and args.process_index == 0:
             logger.warning(f"trl-smol: {self.run_plan.slow_precision}")
@@ -153,6 +156,11 @@ class SmolSFTTrainer(SFTTrainer):
             **kwargs,
         )
         self.order_callbacks()
+        self._packed_guard = None
+        if self.run_plan.padding_free:
+            # TRL prepared (and truncated) the dataset as for padded batches; only the collation changes.
+            self.data_collator = padding_free_collator(self.processing_class.pad_token_id, args)
+            self._packed_guard = guard_packed_batches(self.model)
         if self.accelerator.is_main_process:
             print(self.run_plan.banner(), flush=True)
 
@@ -286,6 +294,11 @@ def _check_4bit_backend(quantization_config: Any) -> None:
             "16-bit here (`trl-smol doctor` shows its settings), or install a bitsandbytes build with a backend for "
             "this device."
         )
+
+
+def _has_images(dataset: Any) -> bool:
+    columns = set(getattr(dataset, "column_names", None) or [])
+    return bool(columns & {"image", "images"})
 
 
 def _is_conversational(dataset: Any) -> bool:

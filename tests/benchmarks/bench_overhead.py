@@ -44,7 +44,7 @@ from benchlib import (
 TARGET = ">= 0.98"
 
 
-def interleaved(rounds: int, arms: tuple[str, str]) -> list[str]:
+def interleaved(rounds: int, arms: tuple[str, ...]) -> list[str]:
     """Run order: A B, B A, A B, ... (each round swaps which arm goes first).
 
     ```python

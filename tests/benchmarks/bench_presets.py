@@ -1,13 +1,19 @@
-"""Preset payoff on CPU: the demo recipe with TRL's defaults (`memory_preset: none`) vs `memory_preset: auto`.
+"""Preset payoff on CPU: the demo recipe under `memory_preset: auto` vs stock TRL's defaults vs the 0.2.0 preset.
 
-A preset never overrides a setting the recipe makes explicit, and the demo recipe sets its batch size and
-`max_length`, so both arms drop the recipe's memory settings (`MEMORY_KEYS`): one trains with TRL's defaults for
-them, the other lets `memory_preset: auto` choose. Both run the plugin through `trl sft` with samples off and the
-same data and seed. Figures, as ratios auto / none: training throughput in non-padding tokens per second after the
-first step (TRL's `num_tokens`, which counts attention-mask tokens or every token of a padding-free batch, between the
-first and the last per-step log line; the whole-loop ratio beside it) and the peak resident memory of
-the training process (the kernel's high-water mark of the largest process in the run's tree). The settings the
-preset changed are recorded with the figures. Targets express "pays off": throughput >= 1.0 and peak RSS <= 1.0.
+Three arms, each `trl sft` on the demo recipe with its memory settings (`MEMORY_KEYS`) left out and samples off, so
+that what the arm stands for decides them:
+
+- `stock`: stock TRL, without the plugin (TRL's defaults: 8 rows per step, padded, gradient checkpointing on);
+- `preset 0.2.0`: the plugin with the settings the 0.2.0 `auto` preset chose on a CPU (micro-batch 2 x 8
+  accumulation, padded, gradient checkpointing on, fused AdamW), written out explicitly;
+- `auto`: the plugin with `memory_preset: auto` (TRL's 8 rows per step in the largest micro-batch that fits,
+  padding-free batches, checkpointing off when it fits).
+
+`stock` and `auto` train on the same rows in the same steps, so their losses must agree step by step (logged values
+carry 4 significant digits). Figures: non-padding tokens per second after the first step (TRL's `num_tokens` counts
+attention-mask tokens, or every token of a padding-free batch, between the first and the last per-step log line),
+the whole-loop ratio beside it, the largest per-step loss difference auto vs stock, and peak RSS. Targets: auto /
+stock >= 2.0, auto / preset 0.2.0 >= 1.5, loss difference <= 0.01.
 
 ```bash
 HF_HUB_OFFLINE=1 python tests/benchmarks/bench_presets.py --out presets.json
@@ -22,8 +28,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_overhead import interleaved
-from benchlib import figure, median, prepared_demo_recipe, require_success, run_trl_sft, write_result, write_yaml
+from bench_overhead import interleaved, max_loss_difference
+from benchlib import (
+    figure,
+    median,
+    prepared_demo_recipe,
+    require_success,
+    run_trl_sft,
+    stock_recipe,
+    write_result,
+    write_yaml,
+)
 
 # Settings a memory preset chooses; left unset in both arms so that TRL's defaults meet the preset's choices.
 MEMORY_KEYS = (
@@ -35,22 +50,15 @@ MEMORY_KEYS = (
     "packing",
     "padding_free",
 )
-
-
-def effective_batch(changes: list[dict[str, Any]]) -> tuple[int, int]:
-    """Rows per optimizer step with TRL's defaults and under the preset (micro-batch x accumulation)."""
-    from trl_smol import SmolSFTConfig
-
-    defaults = SmolSFTConfig.__dataclass_fields__
-    stock = {key: int(defaults[key].default) for key in ("per_device_train_batch_size", "gradient_accumulation_steps")}
-    preset = dict(stock)
-    for row in changes:
-        if row["setting"] in preset and row["status"] == "changed":
-            preset[row["setting"]] = int(row["value"])
-    return (
-        stock["per_device_train_batch_size"] * stock["gradient_accumulation_steps"],
-        preset["per_device_train_batch_size"] * preset["gradient_accumulation_steps"],
-    )
+# What the 0.2.0 `auto` preset chose on a CPU for the demo recipe without its memory settings (its `cpu` tier).
+PRESET_0_2_0 = {
+    "per_device_train_batch_size": 2,
+    "gradient_accumulation_steps": 8,
+    "gradient_checkpointing": True,
+    "optim": "adamw_torch_fused",
+    "max_length": 1024,
+    "bf16": False,
+}
 
 
 def planned_changes(recipe_path: Path) -> list[dict[str, Any]]:
@@ -76,14 +84,8 @@ def planned_changes(recipe_path: Path) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="presets.json", help="Where to write the JSON result.")
-    parser.add_argument("--rounds", type=int, default=1, help="Pairs of runs (none + auto).")
-    parser.add_argument(
-        "--max-steps",
-        type=int,
-        default=3,
-        help="Optimizer steps of the `auto` run; the `none` run takes as many steps as it needs to train on the same "
-        "rows (TRL's default batch is smaller than the preset's effective batch).",
-    )
+    parser.add_argument("--rounds", type=int, default=1, help="Runs of each arm, interleaved.")
+    parser.add_argument("--max-steps", type=int, default=4, help="Optimizer steps of every arm (2 or more).")
     args = parser.parse_args(argv)
     started = time.perf_counter()
 
@@ -91,49 +93,64 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(scratch)
         common = {"max_steps": args.max_steps, "logging_steps": 1, "report_to": "none", "disable_tqdm": True}
         base = prepared_demo_recipe(workdir, sample_prompts=None, **common, **dict.fromkeys(MEMORY_KEYS))
+        base = {key: value for key, value in base.items() if value is not None}
         auto_recipe = write_yaml(
             {**base, "memory_preset": "auto", "output_dir": str(workdir / "auto")}, workdir / "a.yaml"
         )
         changes = planned_changes(auto_recipe)
-        # Same rows in both arms: TRL's defaults take more, smaller optimizer steps over them.
-        stock_batch, preset_batch = effective_batch(changes)
-        none_steps = max(2, round(args.max_steps * preset_batch / stock_batch))
-        none = {**base, "memory_preset": "none", "max_steps": none_steps, "output_dir": str(workdir / "none")}
-        recipes = {"none": write_yaml(none, workdir / "n.yaml"), "auto": auto_recipe}
-        runs = {"none": [], "auto": []}
-        for index, preset in enumerate(interleaved(args.rounds, ("none", "auto"))):
-            label = f"memory_preset={preset} #{index // 2 + 1}"
-            runs[preset].append(run_trl_sft(recipes[preset], plugin=True, label=label, cwd=workdir))
-        require_success(runs["none"] + runs["auto"])
+        recipes = {
+            "stock": write_yaml({**stock_recipe(base), "output_dir": str(workdir / "stock")}, workdir / "s.yaml"),
+            "preset 0.2.0": write_yaml(
+                {**base, **PRESET_0_2_0, "output_dir": str(workdir / "preset-0.2.0")}, workdir / "p.yaml"
+            ),
+            "auto": auto_recipe,
+        }
+        runs: dict[str, list] = {arm: [] for arm in recipes}
+        for index, arm in enumerate(interleaved(args.rounds, tuple(recipes))):
+            label = f"{arm} #{index // len(recipes) + 1}"
+            runs[arm].append(run_trl_sft(recipes[arm], plugin=arm != "stock", label=label, cwd=workdir))
+        require_success([run for arm_runs in runs.values() for run in arm_runs])
 
-    if any(run.steady_tokens_per_second is None for run in runs["none"] + runs["auto"]):
+    if any(run.steady_tokens_per_second is None for arm_runs in runs.values() for run in arm_runs):
         raise SystemExit("A run logged fewer than two training steps: use --max-steps 2 or more.")
-    # After the first step: TRL's defaults (batch 8) pay a first step several times slower than the next ones, which
-    # a short run would count as if it recurred; the whole-loop ratio is reported beside it.
-    tps = {p: median([run.steady_tokens_per_second for run in preset_runs]) for p, preset_runs in runs.items()}
-    loop = {p: median([run.tokens_per_second for run in preset_runs]) for p, preset_runs in runs.items()}
-    rss = {preset: median([run.max_rss_bytes for run in preset_runs]) for preset, preset_runs in runs.items()}
+    tps = {arm: median([run.steady_tokens_per_second for run in arm_runs]) for arm, arm_runs in runs.items()}
+    loop = {arm: median([run.tokens_per_second for run in arm_runs]) for arm, arm_runs in runs.items()}
+    rss = {arm: median([run.max_rss_bytes for run in arm_runs]) for arm, arm_runs in runs.items()}
+    loss_gap = max_loss_difference(runs["auto"][0].losses, runs["stock"][0].losses)
     changed = ", ".join(f"{row['setting']}={row['value']}" for row in changes if row["status"] == "changed")
     figures = [
         figure(
-            "non-padding tokens/s after the first step, auto / none",
-            tps["auto"] / tps["none"],
-            ">= 1.0",
-            note=f"auto: {changed}; the same {args.max_steps * preset_batch} rows in each arm "
-            f"({args.max_steps} steps auto, {none_steps} steps none)",
+            "non-padding tokens/s after the first step, auto / stock TRL",
+            tps["auto"] / tps["stock"],
+            ">= 2.0",
+            note=f"auto: {changed}; the same {args.max_steps * 8} rows in {args.max_steps} steps in both arms",
         ),
         figure(
-            "non-padding tokens/s, whole loop, auto / none", loop["auto"] / loop["none"], note="first step included"
+            "non-padding tokens/s after the first step, auto / preset 0.2.0",
+            tps["auto"] / tps["preset 0.2.0"],
+            ">= 1.5",
+            note="0.2.0's CPU choice: micro-batch 2 x 8, padded, checkpointing on",
         ),
-        figure("peak RSS, auto / none", rss["auto"] / rss["none"], "<= 1.0"),
-        figure("peak RSS with memory_preset none", rss["none"] / 2**20, unit="MiB"),
+        figure(
+            "non-padding tokens/s, whole loop, auto / stock TRL", loop["auto"] / loop["stock"], note="first step in"
+        ),
+        figure(
+            "largest per-step loss difference, auto vs stock TRL",
+            loss_gap,
+            "<= 0.01",
+            note="same rows per step; logged losses carry 4 significant digits",
+        ),
+        figure("peak RSS, auto / stock TRL", rss["auto"] / rss["stock"], note="auto trades unused RAM for speed"),
+        figure("peak RSS with stock TRL", rss["stock"] / 2**20, unit="MiB"),
         figure("peak RSS with memory_preset auto", rss["auto"] / 2**20, unit="MiB"),
     ]
     details = {
-        "max_steps": {"auto": args.max_steps, "none": none_steps},
+        "max_steps": args.max_steps,
         "rounds": args.rounds,
+        "tokens_per_second": tps,
         "preset_rows": changes,
-        "runs": {preset: [run.summary() for run in preset_runs] for preset, preset_runs in runs.items()},
+        "preset_0_2_0": PRESET_0_2_0,
+        "runs": {arm: [run.summary() for run in arm_runs] for arm, arm_runs in runs.items()},
     }
     write_result(args.out, "presets", figures, details, started)
     return 0

@@ -13,7 +13,8 @@ from .callback import MemoryMonitorCallback
 from .estimate import METHODS, MemoryEstimate, breakdown_table, estimate_memory
 from .hardware import GIB, HardwareInfo, detect_hardware
 from .oom import PresetOutOfMemoryError, handle_out_of_memory, is_out_of_memory, out_of_memory_message
-from .planner import PresetResult, PresetRow, apply_memory_preset, plan_memory_preset
+from .planner import apply_memory_preset, plan_memory_preset
+from .preset_result import PresetResult, PresetRow
 from .run_settings import estimate_for_run, lora_config, qlora_quantization_config
 from .shapes import KNOWN_MODELS, PROJECTIONS, ModelShape, ModelShapeError, model_shape
 from .tiers import (

@@ -11,7 +11,7 @@ from .measure import measured_peak_bytes
 from .tiers import next_smaller_tier
 
 if TYPE_CHECKING:
-    from .planner import PresetResult
+    from .preset_result import PresetResult
 
 _OOM_MARKERS = (" out of memory", "MPS backend out of memory", "DefaultCPUAllocator: can't allocate memory")
 

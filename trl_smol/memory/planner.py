@@ -29,12 +29,12 @@ more than 10% headroom by the estimate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import explicit_settings
-from .estimate import MemoryEstimate
+from .batching import choose_batch
 from .hardware import GIB, HardwareInfo, detect_hardware
+from .preset_result import PresetResult, PresetRow
 from .run_settings import (
     copy_with,
     dtype_name,
@@ -47,87 +47,7 @@ from .run_settings import (
     set_setting,
 )
 from .shapes import ModelShape, ModelShapeError, model_shape
-from .tiers import TIERS, MemoryBudgetError, next_smaller_tier, resolve_tier
-
-HEADROOM = 0.10  # verdict "fits" needs the estimate at or under 90% of the budget
-
-
-@dataclass
-class PresetRow:
-    """One line of the start-up table: what the preset wanted for a setting and what the run uses."""
-
-    setting: str
-    preset_value: Any
-    value: Any
-    status: str  # "changed", "kept: explicit", "breaks the budget", "unavailable", "info"
-    reason: str = ""
-
-
-@dataclass
-class PresetResult:
-    """What a preset decided. `peft_config` / `quantization_config` are what the trainer should use."""
-
-    tier: str
-    requested: str
-    hardware: HardwareInfo
-    method: str
-    rows: list[PresetRow]
-    changes: dict[str, Any]
-    peft_config: Any
-    quantization_config: Any
-    estimate: MemoryEstimate | None
-    budget: int
-    fits: bool
-    culprits: list[str] = field(default_factory=list)
-
-    @property
-    def fraction(self) -> float | None:
-        return self.estimate.fraction_of(self.budget) if self.estimate else None
-
-    @property
-    def verdict(self) -> str:
-        if self.estimate is None:
-            return "unknown: the model's shape could not be read"
-        fraction = self.fraction
-        if fraction > 1:
-            smaller = self.suggestion()
-            return f"does not fit ({fraction:.0%} of {self.budget / GIB:.1f} GiB){smaller}"
-        headroom = 1 - fraction
-        if headroom < HEADROOM:
-            return f"fits, tight: {headroom:.0%} headroom of {self.budget / GIB:.1f} GiB"
-        return f"fits with {headroom:.0%} headroom of {self.budget / GIB:.1f} GiB"
-
-    def suggestion(self) -> str:
-        if self.culprits:
-            return f": the explicit {', '.join(self.culprits)} break the budget; unset them or lower them"
-        smaller = next_smaller_tier(self.tier)
-        return f": try memory_preset={smaller}" if smaller else ": lower max_length or the batch size"
-
-    def table(self, title: str | None = None):
-        from rich.table import Table
-
-        title = title or f"trl-smol memory preset `{self.tier}`" + (
-            f" (auto on {self.hardware.name})" if self.requested == "auto" else ""
-        )
-        table = Table(title=title, caption=f"estimate: {self.verdict}")
-        table.add_column("setting", no_wrap=True)
-        table.add_column("preset", overflow="fold")
-        table.add_column("used", overflow="fold")
-        table.add_column("status", no_wrap=True)
-        table.add_column("why")
-        styles = {"changed": "green", "kept: explicit": "yellow", "breaks the budget": "bold red"}
-        for row in self.rows:
-            style = styles.get(row.status, "")
-            status = f"[{style}]{row.status}[/{style}]" if style else row.status
-            table.add_row(row.setting, _show(row.preset_value), _show(row.value), status, row.reason)
-        return table
-
-
-def _show(value: Any) -> str:
-    value = getattr(value, "value", value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return "-" if value is None else str(value)
+from .tiers import TIERS, MemoryBudgetError, resolve_tier
 
 
 def plan_memory_preset(
@@ -221,28 +141,11 @@ def plan_memory_preset(
             planned.model_init_kwargs = init_kwargs
             changes["model_init_kwargs"] = init_kwargs
 
-    # Batch: the tier's micro-batch, accumulation chosen to keep the recipe's effective batch size.
-    bs_explicit = is_explicit("per_device_train_batch_size", explicit)
-    ga_explicit = is_explicit("gradient_accumulation_steps", explicit)
-    if bs_explicit or ga_explicit:
-        effective = args.per_device_train_batch_size * args.gradient_accumulation_steps
-        why = "keeps the recipe's effective batch of"
-    else:
-        effective = tier.effective_batch_size
-        why = "effective batch"
-    micro = min(tier.per_device_train_batch_size, effective)
-    propose("per_device_train_batch_size", micro, f"fits the {tier.name} tier")
-    accumulation = max(1, effective // planned.per_device_train_batch_size)
-    propose("gradient_accumulation_steps", accumulation, f"{why} {effective}")
-
-    propose("gradient_checkpointing", tier.gradient_checkpointing, "recompute activations in backward")
     optim = tier.optim
     if "8bit" in optim and not hardware.bnb_4bit and tier.accelerator == hardware.accelerator:
         optim = "adamw_torch_fused"
     propose("optim", optim, "8-bit states: 2 B/param" if "8bit" in optim else "fused AdamW: no update copy")
     propose("max_length", tier.max_length, "sequence length this tier is sized for")
-    if hardware.flash_attention and tier.accelerator == "cuda":
-        propose("padding_free", True, "FlashAttention: no padding tokens in the batch")
     if hardware.liger_kernel and tier.accelerator == "cuda":
         propose("use_liger_kernel", True, "Liger kernels are installed")
 
@@ -257,7 +160,7 @@ def plan_memory_preset(
             rows.append(PresetRow("quantization_config", "NF4 + double quant", "NF4 + double quant", "changed",
                                   f"4-bit weights, {compute} compute"))  # fmt: skip
 
-    # Estimate and budget.
+    # Budget: host RAM on CPU, else the tier's size (at most the device's).
     device = "cpu" if tier.accelerator == "cpu" else hardware.accelerator if hardware.devices else "cuda"
     if tier.accelerator == "cpu":
         budget = hardware.host_ram_available or hardware.host_ram
@@ -266,6 +169,44 @@ def plan_memory_preset(
         if hardware.accelerator != "cpu" and hardware.devices:
             budget = min(budget, hardware.device_memory)
     shape = _shape_or_none(model_name, rows)
+
+    # Batch: the run's rows per optimizer step (the recipe's, or TRL's default) split into the largest micro-batch
+    # that fits; checkpointing off when that micro-batch fits without it (memory/batching.py).
+    def fits(micro: int, checkpointing: bool, margin: float) -> bool:
+        if shape is None:  # no estimate: the tier's own values
+            return checkpointing and micro <= tier.per_device_train_batch_size
+        trial = copy_with(copy_with(planned, "per_device_train_batch_size", micro), "gradient_checkpointing",
+                          checkpointing)  # fmt: skip
+        estimate = estimate_for_run(trial, model_name, peft_config=new_peft, quantization_config=new_quant,
+                                    device=device, shape=shape)  # fmt: skip
+        return estimate.total_bytes <= (1 - margin) * budget
+
+    split_fixed = is_explicit("per_device_train_batch_size", explicit) or is_explicit(
+        "gradient_accumulation_steps", explicit
+    )
+    effective = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    choice = choose_batch(
+        effective,
+        fits=fits,
+        micro_batch=args.per_device_train_batch_size if split_fixed else None,
+        gradient_checkpointing=args.gradient_checkpointing
+        if is_explicit("gradient_checkpointing", explicit)
+        else None,
+    )
+    where = "host RAM" if tier.accelerator == "cpu" else f"{budget / GIB:.0f} GiB"
+    propose("per_device_train_batch_size", choice.micro_batch, f"the largest micro-batch that fits {where}")
+    propose("gradient_accumulation_steps", choice.accumulation, f"keeps {effective} rows per optimizer step")
+    propose(
+        "gradient_checkpointing",
+        choice.gradient_checkpointing,
+        "needed to fit" if choice.gradient_checkpointing else "fits without recomputing activations: faster",
+    )
+    # Padding-free batches: the same loss without computing padding tokens (data/padding_free.py).
+    if not (
+        args.packing or args.padding_free or is_explicit("packing", explicit) or is_explicit("padding_free", explicit)
+    ):
+        propose("smol_padding_free", True, "no padding computed; the same loss (TRL still truncates)")
+
     estimate = None
     culprits: list[str] = []
     if shape is not None:
