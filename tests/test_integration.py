@@ -256,14 +256,27 @@ def test_banner_names_version_and_features(tiny_model, tiny_tokenizer, chat_rows
     ), lines[0]
 
 
-def test_patch_swaps_names_only_for_the_role():
+def test_patch_swaps_names_only_for_the_role(monkeypatch):
+    import signal
     from types import SimpleNamespace
 
     from trl_smol.hook import patch_trl
+    from trl_smol.launch import ACTIVE_ENV, FAILURE_FILE_ENV
 
+    # Patching a process sets its environment, excepthook and signal handlers: restored afterwards, so that later
+    # tests do not run as if inside `trl sft`.
+    for name in (ACTIVE_ENV, FAILURE_FILE_ENV):
+        monkeypatch.setenv(name, "")  # records the variable's state (absent, usually) for the undo
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
     cli, script = SimpleNamespace(), SimpleNamespace()
-    patch_trl(cli, "cli")
-    patch_trl(script, "script")
+    try:
+        patch_trl(cli, "cli")
+        patch_trl(script, "script")
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
     assert {name for name in vars(cli)} == {"SFTConfig", "TrlParser"}
     assert {name for name in vars(script)} == {"SFTConfig", "TrlParser", "SFTTrainer", "get_dataset"}
     assert script.SFTTrainer.__name__ == "SmolSFTTrainer" and script.get_dataset.__module__ == "trl_smol.data.mixtures"

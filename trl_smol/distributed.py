@@ -15,6 +15,7 @@ TRL's `sft` script calls last, uses it.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 # Long enough for a descheduled worker thread on a busy machine to take the GIL once; paid once per run.
 SETTLE_SECONDS = 0.25
@@ -45,3 +46,28 @@ def settle_process_group(seconds: float = SETTLE_SECONDS) -> bool:
     dist.barrier()
     time.sleep(seconds)  # releases the GIL: a worker still freeing the last collective's tensors can finish
     return True
+
+
+def describe_engine(state: Any) -> str | None:
+    """How the run is distributed, as it really runs, for the banner: `"deepspeed-zero3 x2 (cpu, gloo)"`,
+    `"ddp x4 (cuda, nccl)"`, `"fsdp2 x8 (cuda, nccl)"`; None for a single process.
+
+    `state` is accelerate's `AcceleratorState` (or `trainer.accelerator.state`).
+    """
+    processes = int(getattr(state, "num_processes", 1) or 1)
+    if processes <= 1:
+        return None
+    kind = str(getattr(state.distributed_type, "value", state.distributed_type)).upper()
+    if kind == "DEEPSPEED":
+        stage = getattr(getattr(state, "deepspeed_plugin", None), "zero_stage", None)
+        engine = f"deepspeed-zero{stage}" if stage is not None else "deepspeed"
+    elif kind == "FSDP":
+        version = getattr(getattr(state, "fsdp_plugin", None), "fsdp_version", 1)
+        engine = "fsdp2" if version == 2 else "fsdp"
+    elif kind in ("MULTI_GPU", "MULTI_CPU", "MULTI_XPU", "MULTI_NPU", "MULTI_MLU", "MULTI_MUSA", "MULTI_HPU"):
+        engine = "ddp"
+    else:
+        engine = kind.lower()
+    device = getattr(getattr(state, "device", None), "type", "?")
+    backend = getattr(state, "backend", None) or "?"
+    return f"{engine} x{processes} ({device}, {backend})"

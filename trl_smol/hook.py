@@ -12,8 +12,9 @@ the hook replaces these names on the `trl` module of that process:
 - `trl.get_dataset` -> [`trl_smol.data.mixtures.get_dataset`] (script process only): a `datasets:` mixture whose
   entries have different columns fails naming both, where TRL would fill the gaps with nulls.
 
-Every other process, including a user's own program that imports trl, is left alone: `from trl import SFTTrainer`
-returns TRL's class there. `TRL_SMOL_DISABLE=1` switches everything off.
+In both processes it also prints one line as the process starts, before torch and transformers load (seconds); see
+[`trl_smol.console`]. Every other process, including a user's own program that imports trl, is left alone:
+`from trl import SFTTrainer` returns TRL's class there. `TRL_SMOL_DISABLE=1` switches everything off.
 
 Keep the import of this module free of anything but the standard library: it runs at every interpreter start-up.
 """
@@ -54,6 +55,7 @@ def install() -> str | None:
 
 def patch_trl(trl_module, role: str) -> None:
     """Swap the plugin's classes into `trl` for this process (see the module docstring)."""
+    announce_start(role)  # before the imports below, which load torch and transformers (seconds)
     from .config import SmolSFTConfig
     from .parser import SmolTrlParser
 
@@ -69,6 +71,19 @@ def patch_trl(trl_module, role: str) -> None:
         sys.excepthook = _recording_excepthook(sys.excepthook)
     elif role == "cli":
         _prepare_cli_process()
+
+
+def announce_start(role: str) -> None:
+    """One line as each process of `trl sft` starts, so that loading torch and transformers is not a silent wait."""
+    from .console import step
+
+    try:
+        if role == "cli" and not {"-h", "--help"} & set(sys.argv):
+            step("Starting trl sft with trl-smol: loading torch and transformers, reading the recipe")
+        elif role == "script":
+            step("Training process started: loading torch, transformers and the data")
+    except Exception:  # noqa: BLE001 - a line that cannot be printed (a closed pipe) must not stop `trl sft`
+        pass
 
 
 # --- the two processes of `trl sft`: signals reach training, and the last line printed is the cause -----------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 DISABLE_ENV = "TRL_SMOL_DISABLE"
 ACTIVE_ENV = "TRL_SMOL_ACTIVE"  # set in the script process by the hook: the run was entered through `trl sft`
@@ -89,6 +89,8 @@ def cpu_multiprocess_launcher(launch_args: list[str]) -> list[str]:
 
     Without an accelerator, `accelerate launch` runs its single-process launcher whatever `num_processes` says; its
     torchrun-based launcher (selected by `--multi_gpu`) starts the N processes, and the script side then picks gloo.
+    Nothing is added when an accelerate config names an engine (DeepSpeed, FSDP, ...): `--multi_gpu` would replace it
+    with plain DDP.
     """
     if "--num_processes" not in launch_args or has_accelerator():
         return []
@@ -98,7 +100,151 @@ def cpu_multiprocess_launcher(launch_args: list[str]) -> list[str]:
     chosen = {"--multi_gpu", "--use_fsdp", "--use_deepspeed", "--use_megatron_lm", "--tpu", "--cpu"}
     if chosen & set(launch_args) or "--mpirun_hostfile" in launch_args:
         return []
+    config = accelerate_config_path(launch_args)
+    if config is not None and config_engine(config) in SHARDING_ENGINES:
+        return []
     return ["--multi_gpu"]
+
+
+# --- the engine an accelerate config names, and how it runs on a machine without an accelerator ---------------------
+SHARDING_ENGINES = ("DEEPSPEED", "FSDP", "MEGATRON_LM", "XLA")
+
+
+class EngineUnavailableError(RuntimeError):
+    """The accelerate config asks for an engine that cannot run on this machine, where accelerate would silently run
+    another one."""
+
+
+def accelerate_config_path(launch_args: list[str]) -> str | None:
+    """The accelerate config file `trl sft` launches with: `--config_file`, `--accelerate_config` (a path or a config
+    name shipped with TRL), or the file `accelerate config` wrote; None without one."""
+    return _config_argument(launch_args)[1]
+
+
+def _config_argument(launch_args: list[str]) -> tuple[str | None, str | None]:
+    """(the value given on the command line or in the recipe, or None; the config file it resolves to, or None)."""
+    for flag in ("--config_file", "--accelerate_config"):
+        if flag in launch_args and launch_args.index(flag) + 1 < len(launch_args):
+            value = launch_args[launch_args.index(flag) + 1]
+            if flag == "--accelerate_config":
+                from trl.cli.accelerate_config import resolve_accelerate_config_argument
+
+                return value, str(resolve_accelerate_config_argument([flag, value])[1])
+            return value, value
+    from accelerate.commands.config import default_config_file
+
+    return None, default_config_file if os.path.isfile(default_config_file) else None
+
+
+def config_engine(path: str) -> str:
+    """The config's `distributed_type` as accelerate names it: "DEEPSPEED", "FSDP", "MULTI_GPU", "NO", ..."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    kind = getattr(load_config_from_file(path), "distributed_type", "NO")
+    return str(getattr(kind, "value", kind)).upper()
+
+
+def engine_for_cpu(launch_args: list[str]) -> dict[str, str]:
+    """On a machine without an accelerator, how `trl sft` launches the engine its accelerate config names.
+
+    Returns `{config argument: adapted copy}` for DeepSpeed (the copy says `use_cpu: true` and `mixed_precision: 'no'`:
+    DeepSpeed's CPU accelerator trains over gloo in float32, where a GPU config would ask for bf16 on a CPU that
+    emulates it); `{}` when nothing changes (an accelerator is present, no config, or no sharding engine). Raises
+    [`EngineUnavailableError`] for FSDP, which accelerate runs only on GPU/XPU/NPU: on a CPU it would train plain DDP,
+    or processes that never connect, and exit 0.
+    """
+    argument, path = _config_argument(launch_args)
+    if path is None or has_accelerator():
+        return {}
+    engine = config_engine(path)
+    if engine == "FSDP":
+        raise EngineUnavailableError(
+            f"{path} asks for FSDP, which accelerate runs only on GPUs (or XPU/NPU); on this CPU-only machine it "
+            "would silently train plain DDP instead. Run it on GPUs, or use DeepSpeed ZeRO-3, which shards on CPU "
+            "too: --accelerate_config recipes/accelerate/zero3.yaml."
+        )
+    if engine != "DEEPSPEED":
+        return {}
+    import atexit
+    import shutil
+    import tempfile
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(path)
+    if config.use_cpu and str(getattr(config.mixed_precision, "value", config.mixed_precision)) == "no":
+        return {}
+    config.use_cpu, config.mixed_precision = True, "no"
+    folder = tempfile.mkdtemp(prefix="trl-smol-accelerate-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # this process waits for training, then removes it
+    adapted = os.path.join(folder, os.path.basename(path))
+    config.to_yaml_file(adapted)
+    # The default config file is read by accelerate itself: the copy is then passed as `--config_file`.
+    return {argument or "": adapted}
+
+
+def check_requested_engine(environ: Mapping[str, str] | None = None) -> None:
+    """Stop before the model loads when the launcher asked for FSDP on a machine without an accelerator.
+
+    `accelerate launch` with an FSDP config sets `ACCELERATE_USE_FSDP=true` for each process; accelerate 1.15 turns
+    FSDP on only for GPU/XPU/NPU kinds, so on a CPU the run would silently train plain DDP (or unconnected processes).
+    """
+    environ = os.environ if environ is None else environ
+    if str(environ.get("ACCELERATE_USE_FSDP", "")).lower() in ("1", "true") and not has_accelerator():
+        raise RuntimeError(
+            "The launcher asked for FSDP (ACCELERATE_USE_FSDP=true), which accelerate runs only on GPUs (or XPU/NPU); "
+            "on this CPU-only machine the run would silently train plain DDP instead. Run it on GPUs, or use "
+            "DeepSpeed ZeRO-3, which shards on CPU too (recipes/accelerate/zero3.yaml)."
+        )
+
+
+# Launcher choices after which accelerate counts processes its own way: no `num_processes` is filled in for them.
+_LAUNCHER_CHOICES = {"multi_gpu", "use_fsdp", "use_deepspeed", "use_megatron_lm", "tpu", "cpu", "mpirun_hostfile"}
+_VENDOR_TORCH_BACKENDS = ("torch_npu", "torch_mlu", "torch_sdaa", "torch_musa", "habana_frameworks", "torch_neuronx")
+
+
+def accelerate_launch_arguments(launch_args: list[str]) -> list[str]:
+    """Extra `accelerate launch` arguments for `trl sft`: the multi-process CPU launcher
+    ([`cpu_multiprocess_launcher`]), then the values accelerate would fill in and warn about.
+
+    Without an accelerate config file (`--config_file`, a recipe's `accelerate_config`, or the file `accelerate config`
+    writes), accelerate picks `num_processes` (the number of accelerator devices: 0 on a CPU, where one process runs),
+    `num_machines` 1, `mixed_precision` "no" and `dynamo_backend` "no", and prints a warning block about them. They
+    are passed here, with the values accelerate would pick, so that the launch is the same and says nothing.
+
+    ```python
+    >>> accelerate_launch_arguments([])  # on a machine without an accelerator nor accelerate config
+    ['--num_processes', '1', '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no']
+    ```
+    """
+    extra = cpu_multiprocess_launcher(launch_args)
+    given = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in [*launch_args, *extra] if arg.startswith("--")}
+    if "config_file" in given or "accelerate_config" in given or (_accelerate_config_exists() and "cpu" not in given):
+        return extra  # accelerate takes these values from the config file
+    count = None if given & _LAUNCHER_CHOICES else _accelerator_count()
+    defaults = {"num_processes": None if count is None else str(max(count, 1)), "num_machines": "1"}
+    defaults.update(mixed_precision="no", dynamo_backend="no")
+    missing = [(key, value) for key, value in defaults.items() if key not in given and value is not None]
+    return extra + [item for key, value in missing for item in (f"--{key}", value)]
+
+
+def _accelerate_config_exists() -> bool:
+    from accelerate.commands.config import default_config_file
+
+    return os.path.isfile(default_config_file)
+
+
+def _accelerator_count() -> int | None:
+    """The device count accelerate starts one process per; `None` where only accelerate can tell (vendor backends)."""
+    import importlib.util
+
+    import torch
+
+    if hasattr(torch, "xpu") and torch.xpu.is_available():
+        return torch.xpu.device_count()
+    if any(importlib.util.find_spec(name) is not None for name in _VENDOR_TORCH_BACKENDS):
+        return None
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def use_cpu_for_cpu_world(argv: list[str], recipe: Callable[[], dict]) -> list[str]:

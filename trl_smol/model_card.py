@@ -45,14 +45,20 @@ def model_identifier(name_or_path: str | None) -> str | None:
 
 def changed_settings(args: Any) -> dict[str, Any]:
     """Training arguments that differ from a default config of the same class (presets already applied)."""
-    # default_config: building a TrainingArguments mid-run would otherwise reset accelerate's state.
-    defaults = default_config(type(args), output_dir=args.output_dir, bf16=args.bf16, fp16=args.fp16).to_dict()
+    # default_config: building a TrainingArguments mid-run would otherwise reset accelerate's state. use_cpu: a default
+    # config (use_cpu false) built in a gloo run logs "torch.distributed process group is initialized, but
+    # parallel_mode != ParallelMode.DISTRIBUTED"; use_cpu is recorded below instead.
+    defaults = default_config(
+        type(args), output_dir=args.output_dir, bf16=args.bf16, fp16=args.fp16, use_cpu=args.use_cpu
+    ).to_dict()
     current = args.to_dict()
     changed = {key: value for key, value in current.items() if key not in _NOISE_FIELDS and value != defaults.get(key)}
     # bf16/fp16 were copied above so that a default config can be built on any machine; record them when they
     # differ from TRL's own rule (bf16 unless fp16).
     if args.bf16 != (not args.fp16):
         changed.update(bf16=args.bf16, fp16=args.fp16)
+    if args.use_cpu:
+        changed["use_cpu"] = True
     return dict(sorted(changed.items()))
 
 

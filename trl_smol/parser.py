@@ -27,9 +27,10 @@ from trl.scripts.utils import DatasetMixtureConfig, TrlParser
 from trl.trainer.sft_config import SFTConfig
 
 from .config import SmolSFTConfig, UserSettings
+from .console import quiet_known_warnings, setting_names, step
 from .data.mixtures import SmolDatasetMixtureConfig
 from .data.smoltalk2 import after_parse
-from .launch import cpu_multiprocess_launcher, current_role, use_cpu_for_cpu_world
+from .launch import accelerate_launch_arguments, current_role, engine_for_cpu, use_cpu_for_cpu_world
 
 # Top-level YAML keys consumed outside the dataclasses: `env` by TrlParser, `accelerate_config` by the trl CLI (it
 # becomes `accelerate launch --config_file`, accepting a path or a config name shipped with TRL).
@@ -76,11 +77,17 @@ class SmolTrlParser(TrlParser):
         role = current_role()
         if role != "cli":
             argv = use_cpu_for_cpu_world(argv, self._peek_recipe)
-        outputs = super().parse_args_and_config(argv, *positional, **kwargs)  # calls set_defaults_with_config
+        with quiet_known_warnings(setting_names(argv)):  # TRL's defaults meet transformers' renames (console.py)
+            outputs = super().parse_args_and_config(argv, *positional, **kwargs)  # calls set_defaults_with_config
         if role == "cli" and kwargs.get("return_remaining_strings"):
-            outputs[-2 if kwargs.get("separate_remaining_strings") else -1].extend(
-                cpu_multiprocess_launcher(list(outputs[-2]) + list(outputs[-1]))
-            )
+            parts = [outputs[-2], outputs[-1]] if kwargs.get("separate_remaining_strings") else [outputs[-1]]
+            for argument, copy in engine_for_cpu([arg for part in parts for arg in part]).items():
+                # Later than the config TRL resolves from `--accelerate_config`, so accelerate's parser takes it; the
+                # command line's own arguments stay as typed (TRL subtracts them from the training script's).
+                parts[0].extend(["--config_file", copy])
+                step(f"No accelerator here: DeepSpeed from {argument or 'the accelerate config'} runs on the CPU "
+                     f"(gloo), without mixed precision ({copy})")  # fmt: skip
+            parts[0].extend(accelerate_launch_arguments([arg for part in parts for arg in part]))
         # Record what the recipe and the command line set, so that presets leave those settings alone.
         cli_keys = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
         explicit = frozenset((set(self._recipe) | cli_keys) & set(SmolSFTConfig.__dataclass_fields__))

@@ -50,6 +50,7 @@ class RunPlan:
     smollm3_template: bool  # the plugin applies its SmolLM3 template in this run (then `today` is fixed too)
     callbacks: tuple[str, ...]
     padding_free: str | None = None  # why batches are padding-free (data/padding_free.py); None: TRL's collator
+    distributed: str | None = None  # the engine as it runs (distributed.describe_engine), known once accelerate is up
     peft_config: Any = field(default=None, compare=False)
     quantization_config: Any = field(default=None, compare=False)
 
@@ -69,6 +70,8 @@ class RunPlan:
             features["precision"] = f"{self.precision} ({self.precision_reason})"
         elif self.slow_precision:
             features["precision"] = f"{self.precision} (on a CPU without native bf16: slow, see the warning)"
+        if self.distributed:
+            features["distributed"] = self.distributed
         if self.preset is not None:
             features["memory_preset"] = self.preset.tier
         if self.padding_free:

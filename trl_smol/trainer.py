@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import replace
 from typing import Any
 
 from datasets import DatasetDict, IterableDatasetDict
@@ -29,10 +30,11 @@ from trl.trainer.sft_trainer import SFTTrainer
 
 from .callbacks import load_callback, run_first
 from .config import SmolSFTConfig, UserSettings, default_config, explicit_settings
+from .console import RunConsole
 from .data import can_tokenize_fast, prepare_conversations, tokenize_conversations
 from .data.padding_free import guard_packed_batches, padding_free_collator
-from .distributed import settle_process_group
-from .launch import entered_through_trl_sft
+from .distributed import describe_engine, settle_process_group
+from .launch import check_requested_engine, entered_through_trl_sft
 from .memory import MemoryMonitorCallback, handle_out_of_memory
 from .memory.hardware import bitsandbytes_4bit_error
 from .models import resolve_model_name
@@ -103,6 +105,7 @@ class SmolSFTTrainer(SFTTrainer):
         _reject_dataset_dict(train_dataset)
 
         args = _to_smol_config(args, model)
+        check_requested_engine()  # FSDP asked for on a CPU-only machine stops here, before anything loads
         if isinstance(model, str):
             model = resolve_model_name(model)
         model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", None)
@@ -124,6 +127,9 @@ class SmolSFTTrainer(SFTTrainer):
             custom_collator=data_collator is not None,
             vision=_has_images(train_dataset),
         )
+        # The plugin's console (trl_smol.console) where it is active: `trl sft`, or a banner that lists a feature.
+        active = entered_through_trl_sft() or bool(self.run_plan.features())
+        self.run_console = RunConsole(active, user_settings=self.run_plan.explicit)
         if self.run_plan.slow_precision and args.process_index == 0:
             logger.warning(f"trl-smol: {self.run_plan.slow_precision}")
         if self.run_plan.preset is not None and args.process_index == 0:
@@ -140,27 +146,30 @@ class SmolSFTTrainer(SFTTrainer):
             guard_output_dir(args, resume=bool(args.resume_from_checkpoint))
         self._interrupt = InterruptCheckpoint() if args.save_on_interrupt else None
 
-        super().__init__(
-            model,
-            args,
-            data_collator,
-            train_dataset,
-            eval_dataset,
-            processing_class,
-            *positional,
-            callbacks=list(callbacks or [])
-            + self._plugin_callbacks(args)
-            + ([self._interrupt] if self._interrupt else []),
-            peft_config=self.run_plan.peft_config,
-            quantization_config=self.run_plan.quantization_config,
-            **kwargs,
-        )
+        self.run_console.step(f"Loading the model {model_name or type(model).__name__} ({self.run_plan.method})")
+        with self.run_console.quiet():  # model loading and data preparation
+            super().__init__(
+                model,
+                args,
+                data_collator,
+                train_dataset,
+                eval_dataset,
+                processing_class,
+                *positional,
+                callbacks=list(callbacks or [])
+                + self._plugin_callbacks(args)
+                + ([self._interrupt] if self._interrupt else []),
+                peft_config=self.run_plan.peft_config,
+                quantization_config=self.run_plan.quantization_config,
+                **kwargs,
+            )
         self.order_callbacks()
         self._packed_guard = None
         if self.run_plan.padding_free:
             # TRL prepared (and truncated) the dataset as for padded batches; only the collation changes.
             self.data_collator = padding_free_collator(self.processing_class.pad_token_id, args)
             self._packed_guard = guard_packed_batches(self.model)
+        self.run_plan = replace(self.run_plan, distributed=describe_engine(self.accelerator.state))
         if self.accelerator.is_main_process:
             print(self.run_plan.banner(), flush=True)
 
@@ -202,7 +211,8 @@ class SmolSFTTrainer(SFTTrainer):
             self._output_dir_checked = True
         if resume_from_checkpoint is True:
             resume_from_checkpoint = resume_path(self.args.output_dir)
-        result = super().train(resume_from_checkpoint, *args, **kwargs)
+        with self.run_console.quiet():
+            result = super().train(resume_from_checkpoint, *args, **kwargs)
         if self._interrupt is not None and self._interrupt.signal is not None:
             stop_after_interrupt(self.args, self._interrupt)
         return result
@@ -225,6 +235,8 @@ class SmolSFTTrainer(SFTTrainer):
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
         if isinstance(args, SmolSFTConfig) and formatting_func is None:
+            rows = f" ({len(dataset)} rows)" if hasattr(dataset, "__len__") else ""
+            self.run_console.step(f"Preparing the {dataset_name} dataset{rows}")
             dataset = prepare_conversations(
                 dataset,
                 args=args,
@@ -246,11 +258,12 @@ class SmolSFTTrainer(SFTTrainer):
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save as TRL does, then write the model card, also when the run made no checkpoint (`save_strategy: no`)."""
-        super().save_model(output_dir, _internal_call=_internal_call)
-        if not _internal_call and (
-            output_dir is None or os.path.abspath(output_dir) == os.path.abspath(self.args.output_dir)
-        ):
-            self.create_model_card()
+        with self.run_console.quiet():
+            super().save_model(output_dir, _internal_call=_internal_call)
+            if not _internal_call and (
+                output_dir is None or os.path.abspath(output_dir) == os.path.abspath(self.args.output_dir)
+            ):
+                self.create_model_card()
 
     def end(self) -> None:
         """Finish the trackers and destroy the process group, as in transformers, after letting a gloo group's

@@ -4,7 +4,10 @@
 trl-smol doctor                                   # SmolLM3-3B-Base with TRL's defaults under `auto`
 trl-smol doctor --config recipes/smollm3_qlora.yaml
 trl-smol doctor --config recipe.yaml --preset 16gb   # plan for another machine's tier
+trl-smol doctor --config recipes/smollm3_full.yaml --accelerate_config recipes/accelerate/zero3.yaml --preset 40gb
 ```
+
+With an accelerate config that shards (ZeRO, FSDP), the verdict is per GPU after sharding (`trl_smol.memory.sharding`).
 
 The recipe is read as YAML without building the training arguments, so a GPU recipe can be checked on a laptop; its
 keys are checked as `trl sft` checks them (a mistyped key is an error). The verdict follows what the run would do on
@@ -38,6 +41,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--preset", choices=PRESET_NAMES, help="Memory preset to plan with (default: the recipe's, or auto)."
     )
     parser.add_argument("--model", help=f"Model to plan for when the recipe names none (default {DEFAULT_MODEL}).")
+    parser.add_argument(
+        "--accelerate_config",
+        help="Accelerate config of a sharded run (ZeRO / FSDP): show the per-GPU estimate after sharding "
+        "(default: the recipe's `accelerate_config`).",
+    )
+    parser.add_argument("--num_processes", type=int, help="Processes of the sharded run (default: the config's).")
 
 
 def recipe_arguments(recipe: dict[str, Any]) -> types.SimpleNamespace:
@@ -201,6 +210,42 @@ def run(args: argparse.Namespace, hardware: HardwareInfo | None = None) -> int:
             f"[bold red]Verdict: {_does_not_run_here(problem, recipe, result.tier)}[/bold red]", soft_wrap=True
         )
         return 1
+    accelerate_config = getattr(args, "accelerate_config", None) or recipe.get("accelerate_config")
+    if accelerate_config and result.estimate is not None:
+        return _sharded_verdict(console, plan, training_args, accelerate_config, getattr(args, "num_processes", None))
     style = "green" if result.fits else "red"
     console.print(f"[bold {style}]Verdict: {result.verdict}[/bold {style}]", soft_wrap=True)
     return 0 if result.fits else 1
+
+
+def _sharded_verdict(
+    console: Console, plan: Any, training_args: Any, accelerate_config: str, num_processes: int | None
+) -> int:
+    """The per-process estimate after ZeRO / FSDP sharding, and whether it fits each GPU."""
+    import copy
+
+    from ..launch import accelerate_config_path
+    from ..memory import estimate_for_run
+    from ..memory.run_settings import set_setting
+    from ..memory.sharding import sharding_from_accelerate_config
+
+    result = plan.preset
+    planned = copy.copy(training_args)
+    for setting, value in result.changes.items():
+        set_setting(planned, setting, value)
+    path = accelerate_config_path(["--accelerate_config", accelerate_config])
+    sharding = sharding_from_accelerate_config(path, num_processes)
+    per_process = estimate_for_run(
+        planned, plan.model_name, peft_config=plan.peft_config,
+        quantization_config=plan.quantization_config, device=result.estimate.device, **sharding.estimate_kwargs(),
+    )  # fmt: skip
+    title = f"Estimated peak memory per GPU, {sharding.label} ({path})"
+    console.print(breakdown_table(per_process, title=title, budget=result.budget))
+    fraction = per_process.fraction_of(result.budget)
+    budget = f"{result.budget / GIB:.1f} GiB"
+    if fraction <= 1:
+        verdict, style = f"fits with {1 - fraction:.0%} headroom of {budget}", "green"
+    else:
+        verdict, style = f"does not fit ({fraction:.0%} of {budget})", "red"
+    console.print(f"[bold {style}]Verdict per GPU after sharding: {verdict}[/bold {style}]", soft_wrap=True)
+    return 0 if fraction <= 1 else 1

@@ -134,6 +134,8 @@ def estimate_memory(
     use_liger_kernel: bool = False,
     device: str = "cuda",
     weights_resident: bool = True,
+    shard_stage: int = 0,
+    shard_processes: int = 1,
 ) -> MemoryEstimate:
     """Estimate the peak memory of SFT on one device (the formula is in the module docstring).
 
@@ -145,6 +147,9 @@ def estimate_memory(
         weights_dtype: dtype the weights are loaded in; defaults to `dtype`.
         device: `"cuda"`, `"mps"` or `"cpu"` (on CPU: process memory, without the CUDA context).
         weights_resident: count the weights; False when they were loaded before the measurement started.
+        shard_stage, shard_processes: per-process memory when ZeRO / FSDP splits model states over
+            `shard_processes` processes: stage 1 the optimizer states, 2 also the gradients, 3 (ZeRO-3, FSDP full
+            shard) also the weights (`trl_smol.memory.sharding`). Activations are per process.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown method `{method}`; use one of {', '.join(METHODS)}.")
@@ -188,6 +193,13 @@ def estimate_memory(
         adapters = trainable * param_bytes
         gradients = trainable * param_bytes
     states, transient = _optimizer_bytes(optim, trainable, param_bytes)
+    if shard_processes > 1 and shard_stage > 0:
+        states, transient = states // shard_processes, transient // shard_processes
+        if shard_stage >= 2:
+            gradients //= shard_processes
+        if shard_stage >= 3:
+            weights, quantization, adapters = (part // shard_processes for part in (weights, quantization, adapters))
+        notes.append(f"model states sharded over {shard_processes} processes (stage {shard_stage})")
     optimizer = states + transient
 
     # Activations.

@@ -66,8 +66,11 @@ def estimate_for_run(
     quantization_config: Any = None,
     device: str = "cuda",
     shape: ModelShape | None = None,
+    shard_stage: int = 0,
+    shard_processes: int = 1,
 ) -> MemoryEstimate:
-    """The estimate for a run as configured: training arguments, model (name, path, config or object), PEFT/4-bit."""
+    """The estimate for a run as configured: training arguments, model (name, path, config or object), PEFT/4-bit;
+    per process under ZeRO / FSDP sharding with `shard_stage` / `shard_processes` (see `estimate_memory`)."""
     shape = shape or model_shape(model)
     method = method_of(peft_config, quantization_config, args) or "full"
     init_kwargs = dict(getattr(args, "model_init_kwargs", None) or {})
@@ -99,6 +102,8 @@ def estimate_for_run(
         use_liger_kernel=bool(getattr(args, "use_liger_kernel", False)),
         device=device,
         weights_resident=True,
+        shard_stage=shard_stage,
+        shard_processes=shard_processes,
     )
 
 
