@@ -272,16 +272,17 @@ def test_copying_the_report_into_the_readme_replaces_only_the_marked_block(tmp_p
         run_all.update_readme(report, readme)
 
 
-def test_the_preset_benchmark_compares_the_same_rows_per_optimizer_step():
+def test_the_preset_benchmark_arms_differ_only_in_what_each_stands_for(tmp_path):
     import bench_presets
 
-    changes = [
-        {"setting": "per_device_train_batch_size", "value": "2", "status": "changed"},
-        {"setting": "gradient_accumulation_steps", "value": "8", "status": "changed"},
-        {"setting": "max_length", "value": "512", "status": "kept"},
-    ]
-    assert bench_presets.effective_batch(changes) == (8, 16)  # TRL's default batch 8 vs the preset's 2 x 8
-    assert bench_presets.effective_batch([]) == (8, 8)
+    base = {"model_name_or_path": "m", "max_length": 512, "seed": 42, "smol_chat_template": "smollm3", "max_steps": 3}
+    arms = bench_presets.arm_recipes(base, tmp_path)
+    stock, old, auto = arms["stock"], arms["preset 0.2.0"], arms["auto"]
+    assert not set(stock) & benchlib.plugin_only_keys()  # stock TRL: no plugin key, TRL's defaults for memory
+    assert auto["memory_preset"] == "auto" and not set(auto) & set(bench_presets.MEMORY_KEYS)
+    assert old["per_device_train_batch_size"] * old["gradient_accumulation_steps"] == 16  # 0.2.0's CPU tier
+    # the same data, length, seed and steps everywhere: the recipe's max_length changes no demo row
+    assert {(arm["max_length"], arm["seed"], arm["max_steps"]) for arm in arms.values()} == {(512, 42, 3)}
 
 
 @pytest.mark.parametrize("script", ["gpu_bench.py", "gpu_memory.py", "gpu_packing.py"])

@@ -80,6 +80,15 @@ def planned_changes(recipe_path: Path) -> list[dict[str, Any]]:
     ]
 
 
+def arm_recipes(base: dict[str, Any], workdir: Path) -> dict[str, dict[str, Any]]:
+    """The three arms' recipes from the demo recipe without its memory settings (`base`)."""
+    return {
+        "stock": {**stock_recipe(base), "output_dir": str(workdir / "stock")},
+        "preset 0.2.0": {**base, **PRESET_0_2_0, "output_dir": str(workdir / "preset-0.2.0")},
+        "auto": {**base, "memory_preset": "auto", "output_dir": str(workdir / "auto")},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="presets.json", help="Where to write the JSON result.")
@@ -97,13 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             {**base, "memory_preset": "auto", "output_dir": str(workdir / "auto")}, workdir / "a.yaml"
         )
         changes = planned_changes(auto_recipe)
-        recipes = {
-            "stock": write_yaml({**stock_recipe(base), "output_dir": str(workdir / "stock")}, workdir / "s.yaml"),
-            "preset 0.2.0": write_yaml(
-                {**base, **PRESET_0_2_0, "output_dir": str(workdir / "preset-0.2.0")}, workdir / "p.yaml"
-            ),
-            "auto": auto_recipe,
-        }
+        recipes = {arm: write_yaml(recipe, workdir / f"{index}.yaml") for index, (arm, recipe) in
+                   enumerate(arm_recipes(base, workdir).items())}  # fmt: skip
+        changes = planned_changes(recipes["auto"])
         runs: dict[str, list] = {arm: [] for arm in recipes}
         for index, arm in enumerate(interleaved(args.rounds, tuple(recipes))):
             label = f"{arm} #{index // len(recipes) + 1}"

@@ -11,8 +11,15 @@ when `--rounds` > 1 and medians are compared. Target: with / without - 1 <= 5%.
 ways gave 6.0% (passes timed) and 4.8% (two runs): timing the passes is the stricter measure, and the difference of two
 4-minute runs is itself a few percent noisy.
 
+`--passes N` measures instead what makes a pass cheap, in one process on the demo model with the recipe's LoRA and
+prompts: one pass with `fast_lora` (adapters that add zero skipped, the others merged into copies of the weights),
+`reuse_prefixes` (prompts prefilled without padding, a shared system prompt once), both, or neither (`plain`), in N
+rounds of rotating order, at step 0 (every `lora_B` zero) and with non-zero adapters (`lora_B` random, as after
+training); the texts must be the same as plain.
+
 ```bash
 HF_HUB_OFFLINE=1 python tests/benchmarks/bench_samples.py --out samples.json
+HF_HUB_OFFLINE=1 python tests/benchmarks/bench_samples.py --passes 3 --out sample_passes.json
 ```
 """
 
@@ -25,6 +32,8 @@ from pathlib import Path
 
 from bench_overhead import interleaved
 from benchlib import (
+    REPO_ROOT,
+    demo_model_path,
     figure,
     load_recipe,
     median,
@@ -48,8 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         help="Pairs of runs (with + without samples); 0: one run with samples, minus its timed sample passes.",
     )
     parser.add_argument("--max-steps", type=int, help="Override the recipe's max_steps (default: as shipped).")
+    parser.add_argument("--passes", type=int, default=0, help="Compare N rounds of single passes instead (see above).")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    if args.passes:
+        figures, details = compare_passes(args.passes)
+        write_result(args.out, "sample_passes", figures, details, started)
+        return 0
     shipped = load_recipe()
 
     with tempfile.TemporaryDirectory(prefix="bench-samples-") as scratch:
@@ -110,6 +124,70 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_result(args.out, "samples", figures, details, started)
     return 0
+
+
+ARMS = {  # SampleGenerator settings of each arm of `--passes`
+    "plain": {"fast_lora": False, "reuse_prefixes": False},
+    "fast_lora": {"fast_lora": True, "reuse_prefixes": False},
+    "reuse_prefixes": {"fast_lora": False, "reuse_prefixes": True},
+    "both (default)": {"fast_lora": True, "reuse_prefixes": True},
+}
+
+
+def compare_passes(rounds: int) -> tuple[list[dict], dict]:
+    """Seconds of one pass in each arm of `ARMS`, in this process: an untimed round, then `rounds` rounds, each in a
+    rotated order. At step 0 (every `lora_B` zero) and with `lora_B` random, as after training."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_smol.samples import SampleGenerator, load_prompts
+
+    recipe = load_recipe()
+    path = demo_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    lora = LoraConfig(
+        r=recipe["lora_r"],
+        lora_alpha=recipe["lora_alpha"],
+        lora_dropout=recipe["lora_dropout"],
+        target_modules=recipe["lora_target_modules"],
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    checkpointing = {"use_reentrant": False}
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)  # as TRL trains it
+    model.train()
+    prompts = load_prompts(REPO_ROOT / recipe["sample_prompts"])
+    lora_b = [parameter for name, parameter in model.named_parameters() if "lora_B" in name]
+    generator = torch.Generator().manual_seed(0)
+    trained = [torch.randn(parameter.shape, generator=generator) * 0.01 for parameter in lora_b]
+    names = list(ARMS)
+    figures, details = [], {"rounds": rounds, "threads": torch.get_num_threads()}
+    for state in ("zero", "trained"):
+        with torch.no_grad():
+            for parameter, values in zip(lora_b, trained, strict=True):
+                parameter.copy_(values if state == "trained" else torch.zeros_like(values))
+        seconds: dict[str, list[float]] = {arm: [] for arm in ARMS}
+        texts: dict[str, list] = {}
+        for round_index in range(rounds + 1):
+            for arm in names[round_index % len(names) :] + names[: round_index % len(names)]:
+                sampler = SampleGenerator(prompts, max_new_tokens=recipe["sample_max_new_tokens"], **ARMS[arm])
+                rows, took = sampler.generate(model, tokenizer, gradient_checkpointing_kwargs=checkpointing)
+                texts[arm] = [(row["completion"], row["thinking"], row["num_new_tokens"]) for row in rows]
+                if round_index:  # the first round warms up
+                    seconds[arm].append(took)
+        label = "step 0, lora_B zero" if state == "zero" else "lora_B random"
+        for arm in names[1:]:
+            same = texts[arm] == texts["plain"]
+            ratio = median(seconds[arm]) / median(seconds["plain"])
+            figures.append(figure(f"pass {arm} / plain, {label}", ratio, "< 1", note=f"same text as plain: {same}"))
+        details[state] = {
+            "seconds": seconds,
+            "same_text": {arm: texts[arm] == texts["plain"] for arm in names[1:]},
+            "new_tokens": [text[2] for text in texts["plain"]],
+        }
+    return figures, details
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     ),
     "samples": ("bench_samples.py", ["--rounds", "0"], ["--rounds", "0", "--max-steps", "4"]),
     "data": ("bench_data.py", ["--rows", "100000"], ["--rows", "2000"]),
-    "presets": ("bench_presets.py", ["--max-steps", "2"], ["--max-steps", "2"]),
+    "presets": ("bench_presets.py", ["--max-steps", "3"], ["--max-steps", "2"]),
     "memory": ("bench_memory_cpu.py", [], ["--steps", "1"]),
 }
 
@@ -160,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="Run only these benchmarks.")
     parser.add_argument("--quick", action="store_true", help="Small sizes, to check that the suite works.")
     parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="With --only: keep the other benchmarks of the report at --out (each document keeps its own machine "
+        "and time) and replace these.",
+    )
+    parser.add_argument(
         "--readme",
         "--docs",
         dest="readme",
@@ -179,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     print(f"demo model: {demo_model_path()}", flush=True)  # built once here (~35 s) if the cache lacks it
     documents = [run_benchmark(name, args.quick, results_dir) for name in args.only or BENCHMARKS]
+    previous = json.loads(out.read_text()) if args.merge and out.exists() else None
+    if previous is not None:  # the benchmarks not rerun, as the earlier report had them, in the suite's order
+        rerun = {document["benchmark"]: document for document in documents}
+        kept = previous.get("benchmarks", {})
+        documents = [rerun.get(name) or kept[name] for name in BENCHMARKS if name in rerun or name in kept]
     rows = []
     for document in documents:
         for row in document["figures"]:
@@ -190,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join(["python tests/benchmarks/run_all.py", *(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick,
+        "merged_into": previous.get("generated") if previous is not None else None,
         "machine": machine,
         "total_seconds": round(time.perf_counter() - started, 1),
         "figures": rows,

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from ..console import step as console_step
 from ..launch import new_run_id
 from .generation import SampleGenerator
 from .outputs import SampleOutputs
@@ -194,6 +195,11 @@ class SampleGenerationCallback(TrainerCallback):
             raise ValueError(
                 "SampleGenerationCallback needs a model and a tokenizer: the trainer passes them to callbacks, or "
                 "give `model=` and `tokenizer=` to the callback."
+            )
+        if state.is_world_process_zero:
+            console_step(
+                f"Samples at step {step}: generating answers to {len(self.generator.prompts)} prompts "
+                f"(up to {self.generator.max_new_tokens} new tokens each)"
             )
         rows, seconds = self.generate(model, tokenizer, step, args.gradient_checkpointing_kwargs)
         if not state.is_world_process_zero or not rows:

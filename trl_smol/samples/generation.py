@@ -27,6 +27,8 @@ import torch
 from transformers import GenerationConfig
 from transformers.utils import logging
 
+from .lora import lora_fast_path
+from .prefill import cache_argument, prefilled_cache
 from .prompts import SamplePrompt
 
 logger = logging.get_logger(__name__)
@@ -67,7 +69,13 @@ class _AcceleratorView:
 
 @dataclass
 class SampleGenerator:
-    """Generation settings and prompts; [`generate`] runs one pass. See [`SampleGenerationCallback`] for the fields."""
+    """Generation settings and prompts; [`generate`] runs one pass. See [`SampleGenerationCallback`] for the fields.
+
+    Two settings, on by default, make a pass cheaper for the same text; off, they give the plain path to compare with:
+    `fast_lora` skips LoRA adapters that add zero and merges the others into copies of float32 weights for the pass
+    ([`lora_fast_path`]); `reuse_prefixes` prefills prompts without padding and a shared prefix once
+    ([`prefilled_cache`]).
+    """
 
     prompts: list[SamplePrompt]
     max_new_tokens: int = 96
@@ -77,7 +85,10 @@ class SampleGenerator:
     seed: int = 0
     batch_size: int = 8
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    fast_lora: bool = True
+    reuse_prefixes: bool = True
     _truncation_warned: set[int] = field(default_factory=set, init=False, repr=False)
+    _prefill_failed: bool = field(default=False, init=False, repr=False)
 
     def generate(
         self, model: torch.nn.Module, tokenizer: Any, step: int = 0, gradient_checkpointing_kwargs: dict | None = None
@@ -151,8 +162,10 @@ class SampleGenerator:
                 config = getattr(unwrapped, "config", None)
                 use_cache = getattr(config, "use_cache", None)
                 unwrapped.eval()
+                # Parameters sharded by ZeRO-3 or FSDP can be neither read whole nor swapped: adapters as they are.
+                fast_lora = self.fast_lora and not (backend.is_zero3 or backend.is_fsdp)
                 try:
-                    with torch.no_grad():
+                    with torch.no_grad(), lora_fast_path(unwrapped) if fast_lora else contextlib.nullcontext():
                         yield unwrapped
                 finally:
                     for module, training in modes:
@@ -185,16 +198,35 @@ class SampleGenerator:
                 encoded = [self._encode(tokenizer, index, prompt, max_prompt) for index, prompt in batch]
                 input_ids, attention_mask = _left_pad(encoded, pad_id, device)
                 began = time.perf_counter()
-                output = model.generate(
+                generate = dict(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     generation_config=generation_config,
                     synced_gpus=synced,
                 )
+                # Prefill forwards differ in number between processes: not where `synced_gpus` keeps them in step.
+                output = self._generate_prefilled(model, encoded, generate) if not synced else None
+                if output is None:
+                    output = model.generate(**generate)
                 seconds = time.perf_counter() - began
                 for (index, prompt), new_ids in zip(batch, output[:, input_ids.shape[1] :].tolist(), strict=True):
                     rows.append(self._row(tokenizer, index, prompt, new_ids, stop_ids, step, seconds))
         return rows
+
+    def _generate_prefilled(self, model: torch.nn.Module, encoded: list[list[int]], generate: dict) -> Any:
+        """`generate` continuing from [`prefilled_cache`]; `None` when that does not apply. If it fails (a model or a
+        transformers version it does not know), it says so once and the run goes on without it."""
+        if not self.reuse_prefixes or self._prefill_failed:
+            return None
+        try:
+            cache = prefilled_cache(model, encoded)
+            return None if cache is None else model.generate(**generate, **{cache_argument(): cache})
+        except torch.OutOfMemoryError:
+            raise  # not this path's fault: the plain one would need more memory still
+        except Exception as error:  # noqa: BLE001 - the plain path below still gives the samples
+            self._prefill_failed = True
+            logger.warning(f"Prefilling sample prompts failed, generating without it from now on: {error!r}")
+            return None
 
     def _encode(self, tokenizer: Any, index: int, prompt: SamplePrompt, max_prompt: int | None) -> list[int]:
         kwargs = {**self.chat_template_kwargs, **prompt.chat_template_kwargs}

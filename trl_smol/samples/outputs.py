@@ -14,6 +14,8 @@ from typing import Any
 
 from transformers.utils import logging
 
+from ..console import write
+
 logger = logging.get_logger(__name__)
 
 SAMPLES_FILE = "samples.jsonl"
@@ -77,7 +79,7 @@ class SampleOutputs:
             thinking = "-" if row["thinking"] is None else f"{len(row['thinking'])} ch"
             end = "stop" if row["stopped"] else "limit"
             table.add_row(str(step), row["prompt"], answer, thinking, str(row["num_new_tokens"]), end)
-        self._console.print(table)
+        write(table, console=self._console)  # above the progress bar, not onto it
 
     def report(self, args, rows: list[dict[str, Any]], step: int, seconds: float) -> None:
         """Tables with every pass so far, and `samples/seconds`, to the trackers in `report_to` with a run open."""
