@@ -311,3 +311,14 @@ def test_batch_forms_hold_the_same_tokens_and_losses_on_a_tiny_smollm3(tmp_path)
     report = json.loads(out.read_text())
     assert report["loss_relative_spread"] < 1e-5
     assert report["forms"]["padded"]["padding_share"] > 0 == report["forms"]["padding_free"]["padding_share"]
+
+
+def test_a_merged_report_says_which_figures_it_ran_and_which_it_kept():
+    report = {
+        "merged_into": "2026-11-29 17:18 UTC",
+        "command": "python tests/benchmarks/run_all.py --only presets samples --merge",
+        "benchmarks": {"overhead": {}, "samples": {}, "data": {}, "presets": {}, "memory": {}},
+    }
+    note = run_all.merged_note(report)
+    assert "ran presets, samples only" in note and "(overhead, data, memory) are from the run of 2026-11-29" in note
+    assert run_all.merged_note({"merged_into": None, "command": "python tests/benchmarks/run_all.py"}) is None

@@ -111,7 +111,7 @@ def markdown(report: dict) -> str:
         f"Date: {report['generated']}; suite wall time {report['total_seconds'] / 60:.1f} min"
         + (" (quick sizes: not the reference figures)" if report["quick"] else "")
         + ".",
-        f"Command: `{report['command']}`",
+        f"Command: `{report['command']}`" + (merged_note(report) or ""),
         "",
     ]
     notes = ["", "Notes:"] + [f"- {row['benchmark']} / {row['name']}: {row['note']}" for row in report["figures"]
@@ -125,6 +125,17 @@ README_START = "<!-- benchmark-report: copied from tests/benchmarks/results/repo
 README_END = "<!-- /benchmark-report -->"
 
 
+def merged_note(report: dict) -> str | None:
+    """For a report made with `--merge`: which benchmarks this run made, and where the others come from."""
+    if not report.get("merged_into"):
+        return None
+    rerun = report["command"].split("--only", 1)[1].split("--")[0].split() if "--only" in report["command"] else []
+    kept = [name for name in report.get("benchmarks", {}) if name not in rerun]
+    return f"; it ran {', '.join(rerun)} only, the other figures ({', '.join(kept)}) are from the run of " + str(
+        report["merged_into"]
+    )
+
+
 def readme_block(report: dict) -> str:
     """The figures block of docs/benchmarks.md: the report's machine, date, duration and table, nothing else."""
     machine = report["machine"]
@@ -133,7 +144,9 @@ def readme_block(report: dict) -> str:
         README_START,
         f"Latest run, {report['generated']}: {describe_machine(machine)}"
         + (f", load {end_load[0]:.1f} at the end" if end_load else "")
-        + f"; the suite took {report['total_seconds'] / 60:.1f} minutes (`{report['command']}`).",
+        + f"; the suite took {report['total_seconds'] / 60:.1f} minutes (`{report['command']}`)"
+        + (merged_note(report) or "")
+        + ".",
         "",
         *markdown_table(report),
         "",
@@ -201,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join(["python tests/benchmarks/run_all.py", *(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick,
-        "merged_into": previous.get("generated") if previous is not None else None,
+        # where the kept figures come from: the earlier report's own origin when it was a merge too
+        "merged_into": (previous.get("merged_into") or previous.get("generated")) if previous is not None else None,
         "machine": machine,
         "total_seconds": round(time.perf_counter() - started, 1),
         "figures": rows,
