@@ -103,3 +103,24 @@ def test_doctor_bad_input_is_named(tmp_path, capsys, recipe_text, message):
 def test_doctor_missing_recipe_file(tmp_path, capsys):
     assert doctor.run(doctor_args(str(tmp_path / "nope.yaml")), hardware=HardwareInfo.fake_cpu()) == 2
     assert "cannot read recipe" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_doctor_warns_that_a_recipe_as_written_trains_in_emulated_bf16_on_this_cpu(
+    tmp_path, capsys, monkeypatch, native
+):
+    # TRL's default `bf16: true` with `use_cpu: true` trains with bf16 autocast on the CPU, which most CPUs emulate.
+    import trl_smol.memory.hardware
+
+    monkeypatch.setattr(trl_smol.memory.hardware, "cpu_has_native_bf16", lambda: native)
+    recipe = write_recipe(tmp_path, "model_name_or_path: HuggingFaceTB/SmolLM3-3B-Base\nuse_cpu: true\n")
+    doctor.run(doctor_args(recipe))
+    out = capsys.readouterr().out
+    assert ("As written: bf16 autocast on a CPU without native bf16" in out) is not native
+    if not native:
+        assert "`bf16: false`" in " ".join(out.split())
+    # with `bf16: false`, or with a preset deciding the precision, there is nothing to warn about
+    for text in ("bf16: false\n", "memory_preset: auto\n"):
+        recipe = write_recipe(tmp_path, f"model_name_or_path: HuggingFaceTB/SmolLM3-3B-Base\nuse_cpu: true\n{text}")
+        doctor.run(doctor_args(recipe))
+        assert "As written" not in capsys.readouterr().out

@@ -108,6 +108,11 @@ class SmolSFTConfig(SFTConfig):
             allow without packing. Turned on by a memory preset unless `packing` or `padding_free` is set. Needs an
             attention implementation that separates packed sequences (`eager`, `sdpa`, `flash_attention_2/3`,
             `flex_attention`). The loss is the same as with padded batches.
+        smol_cpu_threads (`int` or `None`, *optional*, defaults to `None`):
+            PyTorch threads of each training process (`torch.set_num_threads`). `None` keeps the process's own: a
+            Python script gets one per core, while `trl sft` on a CPU starts training with one thread (accelerate's
+            launcher sets `OMP_NUM_THREADS=1` when neither it nor `num_cpu_threads_per_process` is given). A memory
+            preset on a CPU raises that launcher default to the cores each process has, and says so.
 
         > Run safety
 
@@ -205,6 +210,13 @@ class SmolSFTConfig(SFTConfig):
             "max_length kept. A memory preset turns it on unless packing or padding_free is set."
         },
     )
+    smol_cpu_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "PyTorch threads per training process (torch.set_num_threads). None: as launched (`trl sft` on a "
+            "CPU: 1, accelerate's default). A memory preset on a CPU uses the cores each process has."
+        },
+    )
 
     # --- run safety --------------------------------------------------------------------------------------------
     overwrite_output_dir: bool = field(
@@ -250,6 +262,10 @@ class SmolSFTConfig(SFTConfig):
             raise ValueError(
                 f"smol_chat_template={self.smol_chat_template!r} is not valid; "
                 f"use one of {', '.join(CHAT_TEMPLATE_MODES)}."
+            )
+        if self.smol_cpu_threads is not None and int(self.smol_cpu_threads) < 1:
+            raise ValueError(
+                f"smol_cpu_threads={self.smol_cpu_threads} is not valid; use a count >= 1, or leave it unset."
             )
         if self.invalid_rows not in INVALID_ROW_POLICIES:
             raise ValueError(

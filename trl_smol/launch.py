@@ -28,6 +28,10 @@ ACTIVE_ENV = "TRL_SMOL_ACTIVE"  # set in the script process by the hook: the run
 # Set by the hook in the `trl sft` CLI process: where a training process writes the one line that says why it failed,
 # so that the CLI process prints it last (instead of accelerate's bare CalledProcessError).
 FAILURE_FILE_ENV = "TRL_SMOL_FAILURE_FILE"
+# Set by the `trl sft` CLI process for its training processes when their thread count is accelerate's CPU default
+# (`OMP_NUM_THREADS=1`: neither that variable nor `num_cpu_threads_per_process` was given), so that a memory preset
+# may raise it. A thread count the user chose is never changed.
+DEFAULT_THREADS_ENV = "TRL_SMOL_DEFAULT_CPU_THREADS"
 
 _SCRIPT_SUFFIX = os.path.join("trl", "scripts", "sft.py")
 
@@ -226,6 +230,42 @@ def accelerate_launch_arguments(launch_args: list[str]) -> list[str]:
     defaults.update(mixed_precision="no", dynamo_backend="no")
     missing = [(key, value) for key, value in defaults.items() if key not in given and value is not None]
     return extra + [item for key, value in missing for item in (f"--{key}", value)]
+
+
+def mark_default_cpu_threads(launch_args: Sequence[str], environ: dict[str, str] | None = None) -> bool:
+    """In the CLI process: record for the training processes whether accelerate will start them with its CPU default
+    of one thread ([`DEFAULT_THREADS_ENV`]); returns it.
+
+    accelerate's launcher sets `OMP_NUM_THREADS` to `num_cpu_threads_per_process`, which defaults to the variable
+    itself or 1 (it raises it only for a config or `--cpu` launch that says `use_cpu`). On a 2-core laptop that halves
+    the speed of a `trl sft` run against the same code in a Python script, where torch takes one thread per core.
+    """
+    environ = os.environ if environ is None else environ
+    given = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in launch_args if arg.startswith("--")}
+    defaulted = (
+        not has_accelerator() and "OMP_NUM_THREADS" not in environ and "num_cpu_threads_per_process" not in given
+    )
+    if defaulted:
+        environ[DEFAULT_THREADS_ENV] = "1"
+    else:
+        environ.pop(DEFAULT_THREADS_ENV, None)
+    return defaulted
+
+
+def raisable_cpu_threads(environ: Mapping[str, str] | None = None) -> tuple[int, int] | None:
+    """In a training process started with accelerate's default thread count: `(threads now, cores per process)` when
+    the process has more cores than threads, else None (a user's `OMP_NUM_THREADS`, a Python script, a GPU run)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(DEFAULT_THREADS_ENV) != "1":
+        return None
+    import psutil
+    import torch
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = min(usable, psutil.cpu_count(logical=False) or usable)  # accelerate counts physical cores too
+    local = max(int(environ.get("LOCAL_WORLD_SIZE", "1") or 1), 1)
+    per_process, threads = max(cores // local, 1), torch.get_num_threads()
+    return (threads, per_process) if per_process > threads else None
 
 
 def _accelerate_config_exists() -> bool:

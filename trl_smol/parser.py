@@ -30,7 +30,13 @@ from .config import SmolSFTConfig, UserSettings
 from .console import quiet_known_warnings, setting_names, step
 from .data.mixtures import SmolDatasetMixtureConfig
 from .data.smoltalk2 import after_parse
-from .launch import accelerate_launch_arguments, current_role, engine_for_cpu, use_cpu_for_cpu_world
+from .launch import (
+    accelerate_launch_arguments,
+    current_role,
+    engine_for_cpu,
+    mark_default_cpu_threads,
+    use_cpu_for_cpu_world,
+)
 
 # Top-level YAML keys consumed outside the dataclasses: `env` by TrlParser, `accelerate_config` by the trl CLI (it
 # becomes `accelerate launch --config_file`, accepting a path or a config name shipped with TRL).
@@ -88,6 +94,7 @@ class SmolTrlParser(TrlParser):
                 step(f"No accelerator here: DeepSpeed from {argument or 'the accelerate config'} runs on the CPU "
                      f"(gloo), without mixed precision ({copy})")  # fmt: skip
             parts[0].extend(accelerate_launch_arguments([arg for part in parts for arg in part]))
+            mark_default_cpu_threads([arg for part in parts for arg in part])  # a memory preset may raise them
         # Record what the recipe and the command line set, so that presets leave those settings alone.
         cli_keys = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
         explicit = frozenset((set(self._recipe) | cli_keys) & set(SmolSFTConfig.__dataclass_fields__))

@@ -32,6 +32,13 @@ from .memory.planner import plan_requested_preset, write_preset
 from .models import model_type_of
 from .templating import END_OF_TURN, apply_smollm3_template, smollm3_template_reason
 
+# The warning for bf16 autocast where the CPU emulates bf16 (the banner, the trainer's log and `trl-smol doctor`).
+SLOW_BF16 = (
+    "bf16 autocast on a CPU without native bf16 (no AVX512-BF16, AMX or Arm BF16): torch emulates it, many times "
+    "slower than float32 (11.6x per step for the demo recipe on 2 AMD EPYC cores). Set `bf16: false`, or "
+    "`memory_preset: auto`, which trains in float32 on a CPU."
+)
+
 
 @dataclass(frozen=True)
 class RunPlan:
@@ -51,6 +58,7 @@ class RunPlan:
     callbacks: tuple[str, ...]
     padding_free: str | None = None  # why batches are padding-free (data/padding_free.py); None: TRL's collator
     distributed: str | None = None  # the engine as it runs (distributed.describe_engine), known once accelerate is up
+    cpu_threads: str | None = None  # torch threads the plugin sets, and why; None: the process's own
     peft_config: Any = field(default=None, compare=False)
     quantization_config: Any = field(default=None, compare=False)
 
@@ -76,6 +84,8 @@ class RunPlan:
             features["memory_preset"] = self.preset.tier
         if self.padding_free:
             features["batches"] = f"padding-free ({self.padding_free})"
+        if self.cpu_threads:
+            features["threads"] = self.cpu_threads
         if self.chat_template:
             features["chat_template"] = f"smollm3 ({self.chat_template})"
         if self.callbacks:
@@ -165,13 +175,8 @@ def plan_run(
     elif precision == "float32" and not explicit & {"bf16", "fp16"} and not bf16_trainable(args.use_cpu):
         precision_reason = "bf16 left unset; no bf16 device here, where TRL would stop"
 
-    slow_precision = None
     on_cpu = bool(getattr(args, "use_cpu", False)) or not has_accelerator()
-    if precision == "bf16" and on_cpu and not cpu_has_native_bf16():
-        slow_precision = (
-            "bf16 autocast on a CPU without native bf16 (no AVX512-BF16, AMX or Arm BF16): torch emulates it, many "
-            "times slower than float32. Set `bf16: false`, or `memory_preset: auto`, which trains in float32 on a CPU."
-        )
+    slow_precision = SLOW_BF16 if precision == "bf16" and on_cpu and not cpu_has_native_bf16() else None
 
     callbacks = list(getattr(args, "callbacks", None) or [])
     if getattr(args, "sample_prompts", None) and "samples" not in callbacks:
@@ -193,6 +198,7 @@ def plan_run(
         smollm3_template=reason is not None,
         callbacks=tuple(callbacks),
         padding_free=padding_free,
+        cpu_threads=_cpu_threads(args, preset),
         peft_config=peft_config,
         quantization_config=quantization_config,
     )
@@ -230,6 +236,14 @@ def _padding_free(
     return None
 
 
+def _cpu_threads(args: Any, preset: PresetResult | None) -> str | None:
+    """`"2 (memory preset cpu)"` when the run sets torch's thread count, else None."""
+    if preset is not None and "smol_cpu_threads" in preset.changes:
+        return f"{preset.changes['smol_cpu_threads']} (memory preset {preset.tier})"
+    threads = getattr(args, "smol_cpu_threads", None)
+    return f"{threads} (smol_cpu_threads)" if threads else None
+
+
 def _remote(args: Any) -> bool:
     return bool(getattr(args, "trust_remote_code", False))
 
@@ -240,6 +254,10 @@ def apply_run_plan(plan: RunPlan, args: Any, tokenizer: Any = None) -> None:
     `<|im_end|>` as eos (TRL then updates the model config and generation config too)."""
     if plan.preset is not None:
         write_preset(args, plan.preset)
+    if getattr(args, "smol_cpu_threads", None):
+        import torch
+
+        torch.set_num_threads(int(args.smol_cpu_threads))
     if plan.chat_template is not None and tokenizer is not None:
         apply_smollm3_template(tokenizer)
         if args.eos_token is None:

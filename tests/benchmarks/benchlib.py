@@ -265,6 +265,7 @@ _RSS_WRAPPER = (
     "sys.exit(code)\n"
 )
 _TRAINING_DONE = "Training completed."
+_BANNER = " active ("  # trl_smol.plan.RunPlan.banner: "trl-smol 0.2.0 active (trl sft, run ...): ..."
 _SAMPLE_PASS = re.compile(r"Samples at step (\d+) \(([0-9.]+)s\)")  # the samples callback's table title
 
 
@@ -285,6 +286,7 @@ class RunResult:
     sample_passes: list[tuple[int, float]] = field(default_factory=list)  # (step, seconds) as the callback reports
     # (seconds since start, cumulative num_tokens) at each training log line, as read from the unbuffered output
     token_marks: list[tuple[float, float]] = field(default_factory=list)
+    banner: str | None = None  # the plugin's "trl-smol ... active" line: what the run did beyond stock TRL
     tail: str = ""
 
     @property
@@ -420,6 +422,9 @@ def run_trl_sft(recipe_path: str | os.PathLike, *, plugin: bool, label: str, cwd
         tail = (tail + [line.rstrip()])[-60:]
         if line.startswith("BENCH_MAXRSS_KB "):
             result.max_rss_bytes = int(line.split()[1]) * 1024
+            continue
+        if _BANNER in line and result.banner is None:
+            result.banner = line.strip()
             continue
         if _TRAINING_DONE in line and final_metrics_at is not None:
             result.end_seconds = now - final_metrics_at

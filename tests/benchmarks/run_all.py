@@ -46,7 +46,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     ),
     "samples": ("bench_samples.py", ["--rounds", "0"], ["--rounds", "0", "--max-steps", "4"]),
     "data": ("bench_data.py", ["--rows", "100000"], ["--rows", "2000"]),
-    "presets": ("bench_presets.py", ["--max-steps", "3"], ["--max-steps", "2"]),
+    "presets": ("bench_presets.py", ["--max-steps", "4"], ["--max-steps", "2"]),
     "memory": ("bench_memory_cpu.py", [], ["--steps", "1"]),
 }
 

@@ -144,6 +144,20 @@ def _does_not_run_here(problem: str, recipe: dict[str, Any], tier: str) -> str:
     )
 
 
+def slow_precision_as_written(
+    recipe: dict[str, Any], training_args: Any, hardware: HardwareInfo, *, detected: bool
+) -> str | None:
+    """The slow-bf16 warning when the recipe as written (no preset) trains with bf16 autocast on this machine's CPU
+    without native bf16 support: TRL's default `bf16: true` with `use_cpu: true`, or on a machine without a GPU."""
+    from ..memory.hardware import cpu_has_native_bf16
+    from ..plan import SLOW_BF16
+
+    if str(recipe.get("memory_preset", "none")).lower() != "none" or not detected:
+        return None  # a preset decides the precision (the plan above); another machine's CPU is unknown
+    on_cpu = bool(recipe.get("use_cpu")) or hardware.accelerator == "cpu"
+    return SLOW_BF16 if training_args.bf16 and on_cpu and not cpu_has_native_bf16() else None
+
+
 def _yes(value: bool) -> str:
     return "[green]yes[/green]" if value else "no"
 
@@ -204,6 +218,9 @@ def run(args: argparse.Namespace, hardware: HardwareInfo | None = None) -> int:
     if result.estimate is not None:
         console.print(breakdown_table(result.estimate, title="Estimated peak memory", budget=result.budget))
     console.print(f"Training method: {plan.method}; precision: {plan.precision}", soft_wrap=True)
+    slow = slow_precision_as_written(recipe, training_args, hardware, detected=detected)
+    if slow:
+        console.print(f"[bold yellow]As written: {slow}[/bold yellow]", soft_wrap=True)
     problem = four_bit_problem(plan, hardware, detected=detected)
     if problem is not None:
         console.print(

@@ -32,6 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import explicit_settings
+from ..launch import raisable_cpu_threads
 from .batching import choose_batch
 from .hardware import GIB, HardwareInfo, detect_hardware
 from .preset_result import PresetResult, PresetRow
@@ -206,6 +207,11 @@ def plan_memory_preset(
         args.packing or args.padding_free or is_explicit("packing", explicit) or is_explicit("padding_free", explicit)
     ):
         propose("smol_padding_free", True, "no padding computed; the same loss (TRL still truncates)")
+    # Threads: `trl sft` on a CPU trains with one thread unless told otherwise (launch.raisable_cpu_threads).
+    threads = raisable_cpu_threads() if tier.accelerator == "cpu" and hardware.accelerator == "cpu" else None
+    if threads is not None:
+        propose("smol_cpu_threads", threads[1], f"accelerate started training with {threads[0]} thread, its CPU "
+                f"default; each process has {threads[1]} cores")  # fmt: skip
 
     estimate = None
     culprits: list[str] = []
