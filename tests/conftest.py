@@ -34,3 +34,15 @@ def chat_rows():
         {"messages": [{"role": "user", "content": f"What is {i}+{i}?"}, {"role": "assistant", "content": str(2 * i)}]}
         for i in range(16)
     ]
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test, restored afterwards. The tiny model's matrices are so small that thread
+    hand-offs cost more than the math on a busy machine; use it with `pytestmark = pytest.mark.usefixtures(...)`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,12 +17,7 @@ NO_THINK = {"enable_thinking": False}
 PROMPTS = ["What is 7 plus 5?", "Name a primary colour.", "Hi", "What is the capital of France?"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def lora_model(model, trained: bool, **config):

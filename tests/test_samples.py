@@ -23,13 +23,7 @@ NO_THINK = {"enable_thinking": False}  # the think-mode system prompt alone exce
 DEMO_PROMPTS = Path(__file__).parents[1] / "recipes" / "prompts" / "smollm3_demo.jsonl"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The tiny model's matrices are so small that thread hand-offs cost more than the math on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def read_samples(output_dir) -> list[dict]:
