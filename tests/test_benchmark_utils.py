@@ -283,9 +283,13 @@ def test_the_preset_benchmark_arms_differ_only_in_what_each_stands_for(tmp_path)
     assert old["per_device_train_batch_size"] * old["gradient_accumulation_steps"] == 16  # 0.2.0's CPU tier
     # the same data, length, seed and steps everywhere: the recipe's max_length changes no demo row
     assert {(arm["max_length"], arm["seed"], arm["max_steps"]) for arm in arms.values()} == {(512, 42, 3)}
+    # what the auto arm did is read from its banner
+    banner = "trl-smol 0.2.0 active (trl sft, run 1): memory_preset=cpu, threads=2 (memory preset cpu)"
+    run = benchlib.RunResult(label="auto", returncode=0, wall_seconds=1.0, banner=banner)
+    assert bench_presets.features(run) == "memory_preset=cpu, threads=2 (memory preset cpu)"
 
 
-@pytest.mark.parametrize("script", ["gpu_bench.py", "gpu_memory.py", "gpu_packing.py"])
+@pytest.mark.parametrize("script", ["gpu_bench.py", "gpu_memory.py", "gpu_packing.py", "gpu_scale_out.py"])
 def test_gpu_scripts_import_only_names_that_exist(script):
     # The GPU scripts run only where a GPU is lent; a renamed import must fail here, not on the lent machine.
     import ast

@@ -6,8 +6,9 @@
 # WHEEL_DIR (optional) holds wheels for what the machine lacks (trl, datasets, bitsandbytes, a newer transformers...);
 # they are installed with --no-deps into a private folder put first on PYTHONPATH, and the repo itself is used from
 # the source tree (no pip install of trl-smol). Order: batch forms (gpu_packing.py), throughput stock vs
-# auto (gpu_bench.py), then the estimator at 4096 tokens (gpu_memory.py) with what time is left. Each part writes its
-# JSON into OUT_DIR as it goes, so a part stopped at the deadline still leaves its finished cases.
+# auto (gpu_bench.py), then the estimator at 4096 tokens (gpu_memory.py) with what time is left, then ZeRO-3 and FSDP2
+# over every GPU (gpu_scale_out.py; on one GPU it only writes that it was skipped). Each part writes its JSON into
+# OUT_DIR as it goes, so a part stopped at the deadline still leaves its finished cases.
 set -uo pipefail
 out=${1:?usage: gpu_session.sh OUT_DIR [SECONDS] [WHEEL_DIR]}
 deadline=$((SECONDS + ${2:-520}))
@@ -47,5 +48,10 @@ echo "gpu_bench done; $(left) s left"
 if [ "$(left)" -gt 80 ]; then
     timeout $(( $(left) - 10 )) python3 "$here/gpu_memory.py" --checkpoint "$checkpoint" \
         --cases lora:4096 qlora:4096 full:4096 --output "$out/gpu_memory.json" 2>&1 | grep -v -i warn
+fi
+
+if [ "$(left)" -gt 120 ]; then
+    timeout $(( $(left) - 10 )) python3 "$here/gpu_scale_out.py" --checkpoint "$checkpoint" \
+        --out "$out/gpu_scale_out.json" --case-timeout-s $(( ($(left) - 20) / 2 )) 2>&1 | grep -v -i warn
 fi
 echo "all done; $(left) s left"

@@ -144,7 +144,8 @@ class SampleGenerator:
         accelerator = _AcceleratorView()
         backend = DistributedBackend(accelerator)
         # Callbacks get the bare module, not the DeepSpeed engine TRL needs to gather ZeRO-3 parameters up front; then
-        # the module's own hooks fetch them layer by layer, and `synced_gpus` keeps the processes in step.
+        # the module's own hooks fetch them layer by layer, and `synced_gpus` keeps the processes in step. FSDP2
+        # (`fully_shard`) works the same way: its forward hooks gather each layer (`summon_full_params` is FSDP1's).
         gather_zero3 = type(model).__name__ == "DeepSpeedEngine"
         with warnings.catch_warnings():
             # TRL's unwrap still reads the deprecated `is_gradient_checkpointing`; not the user's concern.
@@ -163,7 +164,7 @@ class SampleGenerator:
                 use_cache = getattr(config, "use_cache", None)
                 unwrapped.eval()
                 # Parameters sharded by ZeRO-3 or FSDP can be neither read whole nor swapped: adapters as they are.
-                fast_lora = self.fast_lora and not (backend.is_zero3 or backend.is_fsdp)
+                fast_lora = self.fast_lora and not _sharded(unwrapped, backend)
                 try:
                     with torch.no_grad(), lora_fast_path(unwrapped) if fast_lora else contextlib.nullcontext():
                         yield unwrapped
@@ -179,7 +180,7 @@ class SampleGenerator:
         from trl.distributed import DistributedBackend
 
         backend = DistributedBackend(_AcceleratorView())
-        synced = multi and (backend.is_zero3 or backend.is_fsdp)
+        synced = multi and _sharded(model, backend)
         stop_ids = _stop_token_ids(tokenizer)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
         settings = dict(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, use_cache=True)
@@ -277,6 +278,20 @@ class SampleGenerator:
                 f"{context}-token context; lower it."
             )
         return context - self.max_new_tokens
+
+
+def _sharded(model: torch.nn.Module, backend: Any) -> bool:
+    """Whether the parameters are sharded across processes, so that every forward gathers them collectively: ZeRO-3
+    or FSDP as accelerate's state says, or torch's FSDP2 `fully_shard` seen on the model itself. A model sharded
+    without accelerate's FSDP (torchrun and `fully_shard`, the only way on a CPU) leaves that state silent, and
+    unsynchronised generate calls would then leave a rank waiting in a gather."""
+    if backend.is_zero3 or backend.is_fsdp:
+        return True
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch < 2.6: no FSDP2
+        return False
+    return any(isinstance(module, FSDPModule) for module in model.modules())
 
 
 def _template_for(tokenizer: Any) -> str | None:
