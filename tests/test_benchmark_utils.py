@@ -323,6 +323,18 @@ def test_a_merged_report_says_which_figures_it_ran_and_which_it_kept():
         "command": "python tests/benchmarks/run_all.py --only presets samples --merge",
         "benchmarks": {"overhead": {}, "samples": {}, "data": {}, "presets": {}, "memory": {}},
     }
+    report["generated"] = "2026-11-30 02:59 UTC"
     note = run_all.merged_note(report)
-    assert "ran presets, samples only" in note and "(overhead, data, memory) are from the run of 2026-11-29" in note
+    assert "ran presets, samples only" in note and "(overhead, data, memory from the run of 2026-11-29" in note
+    # merged again: what the earlier merge reran keeps its own date
+    report.update(
+        merged_into=report["generated"],
+        origins=run_all.origins(report) | {"presets": "2026-11-30 04:54 UTC"},
+        command="python tests/benchmarks/run_all.py --only presets --merge",
+    )
+    note = run_all.merged_note(report)
+    assert note == (
+        "; it ran presets only, the other figures are from earlier runs (overhead, data, memory from the run of "
+        "2026-11-29 17:18 UTC; samples from the run of 2026-11-30 02:59 UTC)"
+    )
     assert run_all.merged_note({"merged_into": None, "command": "python tests/benchmarks/run_all.py"}) is None

@@ -35,7 +35,7 @@ from .templating import END_OF_TURN, apply_smollm3_template, smollm3_template_re
 # The warning for bf16 autocast where the CPU emulates bf16 (the banner, the trainer's log and `trl-smol doctor`).
 SLOW_BF16 = (
     "bf16 autocast on a CPU without native bf16 (no AVX512-BF16, AMX or Arm BF16): torch emulates it, many times "
-    "slower than float32 (11.6x per step for the demo recipe on 2 AMD EPYC cores). Set `bf16: false`, or "
+    "slower than float32 (10.7x per training step of the demo model on an AMD EPYC core). Set `bf16: false`, or "
     "`memory_preset: auto`, which trains in float32 on a CPU."
 )
 

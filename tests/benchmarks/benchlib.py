@@ -401,8 +401,13 @@ def bench_env(plugin: bool) -> dict[str, str]:
 
 
 def run_trl_sft(recipe_path: str | os.PathLike, *, plugin: bool, label: str, cwd: str | os.PathLike) -> RunResult:
-    """Run `trl sft --config recipe` (stock with `TRL_SMOL_DISABLE=1` when `plugin` is False) and measure it."""
+    """Run `trl sft --config recipe` (stock with `TRL_SMOL_DISABLE=1` when `plugin` is False) and measure it.
+
+    Each run writes into its own `runs/<label>` folder under `cwd`: the plugin rightly refuses to start over the
+    output of an earlier run (run safety), so a second round of an arm needs a fresh folder."""
+    output_dir = Path(cwd) / "runs" / re.sub(r"[^\w.-]+", "-", label).strip("-")
     command = [sys.executable, "-c", _RSS_WRAPPER, *trl_command(), "sft", "--config", str(recipe_path)]
+    command += ["--output_dir", str(output_dir)]
     started = time.perf_counter()
     process = subprocess.Popen(
         command,

@@ -46,7 +46,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     ),
     "samples": ("bench_samples.py", ["--rounds", "0"], ["--rounds", "0", "--max-steps", "4"]),
     "data": ("bench_data.py", ["--rows", "100000"], ["--rows", "2000"]),
-    "presets": ("bench_presets.py", ["--max-steps", "4"], ["--max-steps", "2"]),
+    "presets": ("bench_presets.py", ["--max-steps", "4", "--rounds", "2"], ["--max-steps", "2"]),
     "memory": ("bench_memory_cpu.py", [], ["--steps", "1"]),
 }
 
@@ -125,15 +125,33 @@ README_START = "<!-- benchmark-report: copied from tests/benchmarks/results/repo
 README_END = "<!-- /benchmark-report -->"
 
 
+def rerun_names(report: dict) -> list[str]:
+    """The benchmarks a report's own run made (`--only a b`), or [] for a whole suite."""
+    return report["command"].split("--only", 1)[1].split("--")[0].split() if "--only" in report["command"] else []
+
+
+def origins(report: dict) -> dict[str, str]:
+    """When each benchmark of a report was measured. A merged report records it (`origins`); an older one is read
+    from its command: what it reran is from its own date, the rest from the run it was merged into."""
+    if report.get("origins"):
+        return dict(report["origins"])
+    rerun = rerun_names(report) if report.get("merged_into") else list(report.get("benchmarks", {}))
+    return {
+        name: report["generated"] if name in rerun else report["merged_into"] for name in report.get("benchmarks", {})
+    }
+
+
 def merged_note(report: dict) -> str | None:
-    """For a report made with `--merge`: which benchmarks this run made, and where the others come from."""
+    """For a report made with `--merge`: which benchmarks this run made, and when the others were measured."""
     if not report.get("merged_into"):
         return None
-    rerun = report["command"].split("--only", 1)[1].split("--")[0].split() if "--only" in report["command"] else []
-    kept = [name for name in report.get("benchmarks", {}) if name not in rerun]
-    return f"; it ran {', '.join(rerun)} only, the other figures ({', '.join(kept)}) are from the run of " + str(
-        report["merged_into"]
-    )
+    rerun = rerun_names(report)
+    dates: dict[str, list[str]] = {}
+    for name, date in origins(report).items():
+        if name not in rerun:
+            dates.setdefault(date, []).append(name)
+    kept = "; ".join(f"{', '.join(names)} from the run of {date}" for date, names in sorted(dates.items()))
+    return f"; it ran {', '.join(rerun)} only, the other figures are from earlier runs ({kept})"
 
 
 def readme_block(report: dict) -> str:
@@ -197,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     machine = machine_info()
     print(f"demo model: {demo_model_path()}", flush=True)  # built once here (~35 s) if the cache lacks it
-    documents = [run_benchmark(name, args.quick, results_dir) for name in args.only or BENCHMARKS]
+    documents = fresh = [run_benchmark(name, args.quick, results_dir) for name in args.only or BENCHMARKS]
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     previous = json.loads(out.read_text()) if args.merge and out.exists() else None
+    kept_origins = origins(previous) if previous is not None else {}
     if previous is not None:  # the benchmarks not rerun, as the earlier report had them, in the suite's order
         rerun = {document["benchmark"]: document for document in documents}
         kept = previous.get("benchmarks", {})
@@ -211,11 +231,15 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
     machine["load_average_end"] = machine_info()["load_average"]
     report = {
-        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": now,
         "command": " ".join(["python tests/benchmarks/run_all.py", *(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick,
         # where the kept figures come from: the earlier report's own origin when it was a merge too
         "merged_into": (previous.get("merged_into") or previous.get("generated")) if previous is not None else None,
+        "origins": {
+            name: now if name in {document["benchmark"] for document in fresh} else kept_origins.get(name, now)
+            for name in (document["benchmark"] for document in documents)
+        },
         "machine": machine,
         "total_seconds": round(time.perf_counter() - started, 1),
         "figures": rows,
