@@ -207,6 +207,11 @@ _LAUNCHER_CHOICES = {"multi_gpu", "use_fsdp", "use_deepspeed", "use_megatron_lm"
 _VENDOR_TORCH_BACKENDS = ("torch_npu", "torch_mlu", "torch_sdaa", "torch_musa", "habana_frameworks", "torch_neuronx")
 
 
+def given_options(args: Sequence[str]) -> set[str]:
+    """The option names in `args`, as accelerate's parser stores them: `--num-processes=2` -> `num_processes`."""
+    return {arg[2:].split("=", 1)[0].replace("-", "_") for arg in args if arg.startswith("--")}
+
+
 def accelerate_launch_arguments(launch_args: list[str]) -> list[str]:
     """Extra `accelerate launch` arguments for `trl sft`: the multi-process CPU launcher
     ([`cpu_multiprocess_launcher`]), then the values accelerate would fill in and warn about.
@@ -222,7 +227,7 @@ def accelerate_launch_arguments(launch_args: list[str]) -> list[str]:
     ```
     """
     extra = cpu_multiprocess_launcher(launch_args)
-    given = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in [*launch_args, *extra] if arg.startswith("--")}
+    given = given_options([*launch_args, *extra])
     if "config_file" in given or "accelerate_config" in given or (_accelerate_config_exists() and "cpu" not in given):
         return extra  # accelerate takes these values from the config file
     count = None if given & _LAUNCHER_CHOICES else _accelerator_count()
@@ -241,9 +246,10 @@ def mark_default_cpu_threads(launch_args: Sequence[str], environ: dict[str, str]
     the speed of a `trl sft` run against the same code in a Python script, where torch takes one thread per core.
     """
     environ = os.environ if environ is None else environ
-    given = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in launch_args if arg.startswith("--")}
     defaulted = (
-        not has_accelerator() and "OMP_NUM_THREADS" not in environ and "num_cpu_threads_per_process" not in given
+        not has_accelerator()
+        and "OMP_NUM_THREADS" not in environ
+        and "num_cpu_threads_per_process" not in given_options(launch_args)
     )
     if defaulted:
         environ[DEFAULT_THREADS_ENV] = "1"

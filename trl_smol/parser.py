@@ -34,6 +34,7 @@ from .launch import (
     accelerate_launch_arguments,
     current_role,
     engine_for_cpu,
+    given_options,
     mark_default_cpu_threads,
     use_cpu_for_cpu_world,
 )
@@ -93,10 +94,11 @@ class SmolTrlParser(TrlParser):
                 parts[0].extend(["--config_file", copy])
                 step(f"No accelerator here: DeepSpeed from {argument or 'the accelerate config'} runs on the CPU "
                      f"(gloo), without mixed precision ({copy})")  # fmt: skip
-            parts[0].extend(accelerate_launch_arguments([arg for part in parts for arg in part]))
-            mark_default_cpu_threads([arg for part in parts for arg in part])  # a memory preset may raise them
+            launch_args = [arg for part in parts for arg in part]
+            parts[0].extend(accelerate_launch_arguments(launch_args))
+            mark_default_cpu_threads(launch_args)  # a memory preset may raise them
         # Record what the recipe and the command line set, so that presets leave those settings alone.
-        cli_keys = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
+        cli_keys = given_options(argv)
         explicit = frozenset((set(self._recipe) | cli_keys) & set(SmolSFTConfig.__dataclass_fields__))
         for output in outputs:
             if isinstance(output, SmolSFTConfig):
