@@ -113,6 +113,11 @@ class SmolSFTConfig(SFTConfig):
             Python script gets one per core, while `trl sft` on a CPU starts training with one thread (accelerate's
             launcher sets `OMP_NUM_THREADS=1` when neither it nor `num_cpu_threads_per_process` is given). A memory
             preset on a CPU raises that launcher default to the cores each process has, and says so.
+        smol_score_labelled_only (`bool`, *optional*, defaults to `False`):
+            Hand TRL's fused LM head only the positions that carry a label. TRL does this itself on CUDA / XPU with
+            Triton; elsewhere (CPU, MPS) it projects every position, prompt tokens included, and masks them after. The
+            loss, gradients and metrics are the same. Turned on by a memory preset on such a device. Not with a
+            `compute_loss_func`, label smoothing, prompt-learning PEFT methods, or context / sequence parallelism.
 
         > Run safety
 
@@ -215,6 +220,13 @@ class SmolSFTConfig(SFTConfig):
         metadata={
             "help": "PyTorch threads per training process (torch.set_num_threads). None: as launched (`trl sft` on a "
             "CPU: 1, accelerate's default). A memory preset on a CPU uses the cores each process has."
+        },
+    )
+    smol_score_labelled_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Project only the labelled positions in TRL's fused LM head (TRL does so itself only on CUDA/XPU "
+            "with Triton). The same loss; a memory preset turns it on where TRL scores every position."
         },
     )
 

@@ -25,6 +25,7 @@ from typing import Any
 from . import __version__
 from .config import UserSettings, bf16_trainable, explicit_settings
 from .data.padding_free import PACKED_ATTENTION, packed_attention_supported
+from .labelled_scoring import labelled_scoring_problem
 from .launch import entered_through_trl_sft, has_accelerator, new_run_id
 from .memory import PresetResult
 from .memory.hardware import HardwareInfo, cpu_has_native_bf16
@@ -59,6 +60,7 @@ class RunPlan:
     padding_free: str | None = None  # why batches are padding-free (data/padding_free.py); None: TRL's collator
     distributed: str | None = None  # the engine as it runs (distributed.describe_engine), known once accelerate is up
     cpu_threads: str | None = None  # torch threads the plugin sets, and why; None: the process's own
+    labelled_scoring: str | None = None  # why TRL's loss head sees only labelled positions (labelled_scoring.py)
     peft_config: Any = field(default=None, compare=False)
     quantization_config: Any = field(default=None, compare=False)
 
@@ -86,6 +88,8 @@ class RunPlan:
             features["batches"] = f"padding-free ({self.padding_free})"
         if self.cpu_threads:
             features["threads"] = self.cpu_threads
+        if self.labelled_scoring:
+            features["loss_positions"] = f"labelled only ({self.labelled_scoring})"
         if self.chat_template:
             features["chat_template"] = f"smollm3 ({self.chat_template})"
         if self.callbacks:
@@ -130,15 +134,17 @@ def plan_run(
     user: UserSettings | None = None,
     custom_collator: bool = False,
     vision: bool = False,
+    custom_loss: bool = False,
 ) -> RunPlan:
     """Resolve the run plan of `args` (a `SmolSFTConfig`, or recipe values for `trl-smol doctor`).
 
     `model` is a loaded model when the caller passed one, `model_name` the name or path to load. `tokenizer` and
     `conversational` decide the chat template (only chat data is templated). `explicit` overrides the settings the
     user set (default: [`trl_smol.config.explicit_settings`]). `custom_collator` / `vision`: the caller passes its own
-    data collator / an image dataset, where padding-free batches cannot apply. Raises what the preset planner raises:
-    an unknown preset, a GPU tier without a GPU, a model whose shape cannot be read; and a `ValueError` for an
-    explicit `smol_padding_free: true` that cannot apply.
+    data collator / an image dataset, where padding-free batches cannot apply; `custom_loss`: a `compute_loss_func`,
+    where labelled-only scoring cannot. Raises what the preset planner raises: an unknown preset, a GPU tier without
+    a GPU, a model whose shape cannot be read; and a `ValueError` for an explicit `smol_padding_free: true` or
+    `smol_score_labelled_only: true` that cannot apply.
     """
     user = user or getattr(args, "user_settings", None) or UserSettings()
     explicit = explicit_settings(args) if explicit is None else explicit
@@ -167,6 +173,8 @@ def plan_run(
 
     changes = preset.changes if preset is not None else {}
     padding_free = _padding_free(args, preset, model, custom_collator=custom_collator, vision=vision)
+    method = training_method(peft_config, quantization_config, model)
+    labelled_scoring = _labelled_scoring(args, preset, method, custom_loss=custom_loss)
     bf16, fp16 = changes.get("bf16", args.bf16), changes.get("fp16", args.fp16)
     precision = "bf16" if bf16 else "fp16" if fp16 else "float32"
     precision_reason = None
@@ -189,7 +197,7 @@ def plan_run(
         run_id=new_run_id(),
         user=user if user.explicit == explicit else UserSettings(explicit, user.recipe_path, user.recipe),
         model_name=model_name,
-        method=training_method(peft_config, quantization_config, model),
+        method=method,
         precision=precision,
         precision_reason=precision_reason,
         slow_precision=slow_precision,
@@ -199,6 +207,7 @@ def plan_run(
         callbacks=tuple(callbacks),
         padding_free=padding_free,
         cpu_threads=_cpu_threads(args, preset),
+        labelled_scoring=labelled_scoring,
         peft_config=peft_config,
         quantization_config=quantization_config,
     )
@@ -225,13 +234,30 @@ def _padding_free(
         problem = (
             f"attn_implementation={attention} does not separate packed sequences ({', '.join(PACKED_ATTENTION)} do)"
         )
+    return _applies_or_withdrawn("smol_padding_free", problem, preset, by_preset)
+
+
+def _labelled_scoring(args: Any, preset: PresetResult | None, method: str, *, custom_loss: bool) -> str | None:
+    """Why TRL's loss head sees only labelled positions in this run, or None (withdrawn or stopped as padding-free)."""
+    by_preset = preset is not None and preset.changes.get("smol_score_labelled_only", False)
+    if not (by_preset or getattr(args, "smol_score_labelled_only", False)):
+        return None
+    problem = labelled_scoring_problem(args, method, custom_loss=custom_loss)
+    return _applies_or_withdrawn("smol_score_labelled_only", problem, preset, by_preset)
+
+
+def _applies_or_withdrawn(
+    setting: str, problem: str | None, preset: PresetResult | None, by_preset: bool
+) -> str | None:
+    """The reason a plugin setting applies, or None with the preset's proposal withdrawn (its row says why); an
+    explicit `true` that cannot apply stops the run before the model loads."""
     if problem is None:
-        return f"memory preset {preset.tier}" if by_preset else "smol_padding_free"
+        return f"memory preset {preset.tier}" if by_preset else setting
     if not by_preset:
-        raise ValueError(f"smol_padding_free: true cannot apply: {problem}. Set `smol_padding_free: false`.")
-    del preset.changes["smol_padding_free"]
+        raise ValueError(f"{setting}: true cannot apply: {problem}. Set `{setting}: false`.")
+    del preset.changes[setting]
     for row in preset.rows:
-        if row.setting == "smol_padding_free":
+        if row.setting == setting:
             row.value, row.status, row.reason = False, "unavailable", problem
     return None
 

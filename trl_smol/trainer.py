@@ -34,6 +34,7 @@ from .console import RunConsole
 from .data import can_tokenize_fast, prepare_conversations, tokenize_conversations
 from .data.padding_free import guard_packed_batches, padding_free_collator
 from .distributed import describe_engine, settle_process_group
+from .labelled_scoring import LabelledScoring, sharded_sequence_problem
 from .launch import check_requested_engine, entered_through_trl_sft
 from .memory import MemoryMonitorCallback, handle_out_of_memory
 from .memory.hardware import bitsandbytes_4bit_error
@@ -126,6 +127,8 @@ class SmolSFTTrainer(SFTTrainer):
             conversational=templated,
             custom_collator=data_collator is not None,
             vision=_has_images(train_dataset),
+            # `compute_loss_func` is SFTTrainer's first argument after `processing_class`
+            custom_loss=kwargs.get("compute_loss_func", positional[0] if positional else None) is not None,
         )
         # The plugin's console (trl_smol.console) where it is active: `trl sft`, or a banner that lists a feature.
         active = entered_through_trl_sft() or bool(self.run_plan.features())
@@ -169,6 +172,7 @@ class SmolSFTTrainer(SFTTrainer):
             # TRL prepared (and truncated) the dataset as for padded batches; only the collation changes.
             self.data_collator = padding_free_collator(self.processing_class.pad_token_id, args)
             self._packed_guard = guard_packed_batches(self.model)
+        self.labelled_scoring = self._install_labelled_scoring()
         self.run_plan = replace(self.run_plan, distributed=describe_engine(self.accelerator.state))
         if self.accelerator.is_main_process:
             print(self.run_plan.banner(), flush=True)
@@ -228,6 +232,28 @@ class SmolSFTTrainer(SFTTrainer):
             if retry is not None:
                 self._retry_batch_size = retry
             raise
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # TRL's loss, with its fused LM head handed only the labelled positions under `smol_score_labelled_only`
+        # (trl_smol/labelled_scoring.py). Asked for the outputs, TRL recomputes the full logits: left as it is.
+        if self.labelled_scoring is None or return_outputs or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with self.labelled_scoring.only_labelled(inputs) as scored_inputs:
+            return super().compute_loss(model, scored_inputs, return_outputs, num_items_in_batch)
+
+    def _install_labelled_scoring(self) -> LabelledScoring | None:
+        if not self.run_plan.labelled_scoring:
+            return None
+        problem = sharded_sequence_problem(self.accelerator.parallelism_config)
+        if problem is not None:  # known once accelerate is up, after the plan
+            if "preset" not in self.run_plan.labelled_scoring:
+                raise ValueError(
+                    f"smol_score_labelled_only: true cannot apply: {problem}. Set `smol_score_labelled_only: false`."
+                )
+            logger.warning(f"trl-smol: labelled-only loss positions withdrawn: {problem}.")
+            self.run_plan = replace(self.run_plan, labelled_scoring=None)
+            return None
+        return LabelledScoring(self.model)
 
     def _update_auto_batch_size(self, batch_size):
         # transformers' batch-size finder retries at 90%; after an OOM under `memory_preset: auto` we retry at half.

@@ -8,14 +8,18 @@ stays: no demo row is that long, so it changes no row, only the worst case the e
 - `preset 0.2.0`: the plugin with the settings the 0.2.0 `auto` preset chose on a CPU (micro-batch 2 x 8
   accumulation, padded, gradient checkpointing on, fused AdamW), written out explicitly;
 - `auto`: the plugin with `memory_preset: auto` (TRL's 8 rows per step in the largest micro-batch that fits,
-  padding-free batches, checkpointing off when it fits, and one torch thread per core where accelerate's launcher
-  would start training with one: tests/test_cpu_threads.py).
+  padding-free batches, checkpointing off when it fits, one torch thread per core where accelerate's launcher
+  would start training with one: tests/test_cpu_threads.py, and TRL's loss head handed only the labelled positions:
+  tests/test_labelled_scoring.py);
+- `auto, every position`: `auto` with `smol_score_labelled_only: false`, so TRL's head projects every position as it
+  does on a CPU; what that one lever is worth.
 
-`stock` and `auto` train on the same rows in the same steps, so their losses must agree step by step (logged values
-carry 4 significant digits). Figures: non-padding tokens per second after the first step (TRL's `num_tokens` counts
-attention-mask tokens, or every token of a padding-free batch, between the first and the last per-step log line),
-the whole-loop ratio beside it, the largest per-step loss difference auto vs stock, and peak RSS. Targets: auto /
-stock >= 2.0, auto / preset 0.2.0 >= 1.5, loss difference <= 0.01.
+`stock`, `auto` and `auto, every position` train on the same rows in the same steps, so their losses must agree
+step by step (logged values carry 4 significant digits). Figures: non-padding tokens per second after the first step
+(TRL's `num_tokens` counts attention-mask tokens, or every token of a padding-free batch, between the first and the
+last per-step log line), the whole-loop ratio beside it, the largest per-step loss differences (auto vs stock,
+labelled positions vs every position), and peak RSS. Targets: auto / stock >= 2.0, auto / preset 0.2.0 >= 1.5, loss
+differences <= 0.01.
 
 ```bash
 HF_HUB_OFFLINE=1 python tests/benchmarks/bench_presets.py --out presets.json
@@ -81,17 +85,45 @@ def planned_changes(recipe_path: Path) -> list[dict[str, Any]]:
     ]
 
 
+def labelled_share(recipe: dict[str, Any]) -> float:
+    """Share of the recipe's predicted positions (every token after a row's first) that carry a label, with the
+    SmolLM3 template and `assistant_only_loss` as the plugin tokenizes them."""
+    from datasets import load_dataset
+    from transformers import AutoTokenizer
+
+    from trl_smol import SmolSFTConfig
+    from trl_smol.data import prepare_conversations, tokenize_conversations
+    from trl_smol.templating import apply_smollm3_template
+
+    tokenizer = AutoTokenizer.from_pretrained(recipe["model_name_or_path"])
+    apply_smollm3_template(tokenizer)
+    args = SmolSFTConfig(output_dir="unused", bf16=False, assistant_only_loss=True, max_length=recipe["max_length"])
+    (source,) = recipe["datasets"]
+    rows = load_dataset("json", data_files=source["data_files"], split="train").select_columns(source["columns"])
+    rows = prepare_conversations(
+        rows, args=args, processing_class=tokenizer, template_defaults=args.template_defaults(True)
+    )
+    labels = tokenize_conversations(rows, tokenizer, args=args)["labels"]
+    return sum(sum(label != -100 for label in row[1:]) for row in labels) / sum(len(row) - 1 for row in labels)
+
+
 def features(run: Any) -> str:
     """What the plugin did in a run, from its banner ("threads=2 (memory preset cpu), ...")."""
     return (run.banner or "no banner").split("): ", 1)[-1]
 
 
 def arm_recipes(base: dict[str, Any], workdir: Path) -> dict[str, dict[str, Any]]:
-    """The three arms' recipes from the demo recipe without its memory settings (`base`)."""
+    """The arms' recipes from the demo recipe without its memory settings (`base`)."""
     return {
         "stock": {**stock_recipe(base), "output_dir": str(workdir / "stock")},
         "preset 0.2.0": {**base, **PRESET_0_2_0, "output_dir": str(workdir / "preset-0.2.0")},
         "auto": {**base, "memory_preset": "auto", "output_dir": str(workdir / "auto")},
+        "auto, every position": {
+            **base,
+            "memory_preset": "auto",
+            "smol_score_labelled_only": False,
+            "output_dir": str(workdir / "every"),
+        },
     }
 
 
@@ -123,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = {arm: median([run.tokens_per_second for run in arm_runs]) for arm, arm_runs in runs.items()}
     rss = {arm: median([run.max_rss_bytes for run in arm_runs]) for arm, arm_runs in runs.items()}
     loss_gap = max_loss_difference(runs["auto"][0].losses, runs["stock"][0].losses)
+    scoring_gap = max_loss_difference(runs["auto"][0].losses, runs["auto, every position"][0].losses)
     changed = ", ".join(f"{row['setting']}={row['value']}" for row in changes if row["status"] == "changed")
     figures = [
         figure(
@@ -139,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
             note="0.2.0's CPU choice: micro-batch 2 x 8, padded, checkpointing on",
         ),
         figure(
+            "non-padding tokens/s after the first step, auto / auto scoring every position",
+            tps["auto"] / tps["auto, every position"],
+            note="the labelled-only lever alone (smol_score_labelled_only); "
+            f"{labelled_share(base):.0%} of the demo rows' predicted tokens carry a label",
+        ),
+        figure(
             "non-padding tokens/s, whole loop, auto / stock TRL", loop["auto"] / loop["stock"], note="first step in"
         ),
         figure(
@@ -146,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
             loss_gap,
             "<= 0.01",
             note="same rows per step; logged losses carry 4 significant digits",
+        ),
+        figure(
+            "largest per-step loss difference, labelled positions only vs every position",
+            scoring_gap,
+            "<= 0.01",
+            note="auto with and without smol_score_labelled_only",
         ),
         figure("peak RSS, auto / stock TRL", rss["auto"] / rss["stock"], note="auto trades unused RAM for speed"),
         figure("peak RSS with stock TRL", rss["stock"] / 2**20, unit="MiB"),

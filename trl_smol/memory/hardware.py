@@ -51,6 +51,7 @@ class HardwareInfo:
     bnb_4bit: bool = False
     flash_attention: bool = False
     liger_kernel: bool = False
+    triton: bool = False  # Triton is installed: TRL's fused LM head then scores only labelled positions on CUDA
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -107,6 +108,7 @@ class HardwareInfo:
             bnb_4bit=True,
             flash_attention=flash_attention,
             liger_kernel=liger_kernel,
+            triton=True,
         )
 
     @classmethod
@@ -148,6 +150,7 @@ def detect_hardware() -> HardwareInfo:
             # FlashAttention 2 and the Liger (Triton) kernels need Ampere or newer and their packages.
             flash_attention=ampere and (_installed("flash_attn") or _installed("kernels")),
             liger_kernel=ampere and _installed("liger_kernel"),
+            triton=_installed("triton"),
             notes=tuple(notes),
             **host,
         )

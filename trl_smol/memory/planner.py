@@ -207,6 +207,10 @@ def plan_memory_preset(
         args.packing or args.padding_free or is_explicit("packing", explicit) or is_explicit("padding_free", explicit)
     ):
         propose("smol_padding_free", True, "no padding computed; the same loss (TRL still truncates)")
+    # TRL's fused LM head projects every position unless it runs on CUDA with Triton (labelled_scoring.py).
+    if tier.accelerator == "cpu" or hardware.accelerator != "cuda" or not hardware.triton:
+        propose("smol_score_labelled_only", True, "TRL's loss head scores every position here; only labelled "
+                "ones: the same loss")  # fmt: skip
     # Threads: `trl sft` on a CPU trains with one thread unless told otherwise (launch.raisable_cpu_threads).
     threads = raisable_cpu_threads() if tier.accelerator == "cpu" and hardware.accelerator == "cpu" else None
     if threads is not None:
