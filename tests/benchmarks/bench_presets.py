@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         recipes = {arm: write_yaml(recipe, workdir / f"{index}.yaml") for index, (arm, recipe) in
                    enumerate(arm_recipes(base, workdir).items())}  # fmt: skip
         changes = planned_changes(recipes["auto"])
+        share = labelled_share(base)  # the data lives in `scratch`
         runs: dict[str, list] = {arm: [] for arm in recipes}
         for index, arm in enumerate(interleaved(args.rounds, tuple(recipes))):
             label = f"{arm} #{index // len(recipes) + 1}"
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             "non-padding tokens/s after the first step, auto / auto scoring every position",
             tps["auto"] / tps["auto, every position"],
             note="the labelled-only lever alone (smol_score_labelled_only); "
-            f"{labelled_share(base):.0%} of the demo rows' predicted tokens carry a label",
+            f"{share:.0%} of the demo rows' predicted tokens carry a label",
         ),
         figure(
             "non-padding tokens/s, whole loop, auto / stock TRL", loop["auto"] / loop["stock"], note="first step in"

@@ -69,10 +69,11 @@ def run_benchmark(name: str, quick: bool, results_dir: Path) -> dict:
     flag = "--output" if name == "memory" else "--out"
     command = [sys.executable, str(HERE / script), flag, str(out), *(quick_args if quick else full_args)]
     print(f"== {name}: {' '.join(command[1:])}", flush=True)
+    out.unlink(missing_ok=True)  # a result file left by an earlier run must never stand in for this one's
     started = time.perf_counter()
     completed = subprocess.run(command, cwd=REPO_ROOT)
     seconds = time.perf_counter() - started
-    if not out.exists():
+    if not out.exists():  # a script may exit non-zero with its figures written (memory: outside its band)
         failed = figure(f"{name} benchmark ran", None, note=f"exit code {completed.returncode}, no result file")
         failed["holds"] = False
         return {"benchmark": name, "figures": [failed], "details": {}, "seconds": round(seconds, 1)}
