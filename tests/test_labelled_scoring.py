@@ -7,6 +7,7 @@ padding-free batches, for LoRA and full fine-tuning, on a tiny SmolLM3 with a No
 """
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,7 +17,12 @@ from trl.trainer.sft_trainer import SFTTrainer
 
 from trl_smol import SMOLLM3_CHAT_TEMPLATE, SmolSFTConfig, SmolSFTTrainer
 from trl_smol.config import UserSettings
-from trl_smol.labelled_scoring import backbone_of, trl_scores_every_position
+from trl_smol.labelled_scoring import (
+    backbone_of,
+    labelled_scoring_problem,
+    sharded_sequence_problem,
+    trl_scores_every_position,
+)
 from trl_smol.memory import plan_memory_preset
 from trl_smol.memory.hardware import HardwareInfo
 from trl_smol.testing import save_tiny_smollm3
@@ -153,3 +159,23 @@ def test_an_explicit_false_is_kept_under_a_preset(model_dir, tmp_path):
     )
     trainer = SmolSFTTrainer(model=model_dir, args=args, train_dataset=rows())
     assert trainer.run_plan.labelled_scoring is None and trainer.labelled_scoring is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "method", "flags", "reason"),
+    [
+        ({}, "lora", {}, None),
+        ({}, "qlora", {}, None),
+        ({"label_smoothing_factor": 0.1}, "full", {}, "label smoothing"),
+        ({"label_smoothing_factor": 0.1, "loss_type": "dft"}, "full", {}, None),  # DFT keeps TRL's fused loss
+        ({}, "prompt_tuning", {}, "virtual tokens"),
+        ({}, "lora", {"custom_loss": True}, "compute_loss_func"),
+        ({}, "lora", {"vision": True}, "images"),
+    ],
+)
+def test_where_labelled_only_scoring_cannot_apply(settings, method, flags, reason):
+    args = SmolSFTConfig(output_dir="unused", bf16=False, **settings)
+    problem = labelled_scoring_problem(args, method, **flags)
+    assert problem is None if reason is None else reason in problem
+    assert sharded_sequence_problem(None) is None
+    assert "shards the sequence" in sharded_sequence_problem(SimpleNamespace(cp_enabled=True, sp_enabled=False))

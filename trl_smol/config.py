@@ -117,7 +117,8 @@ class SmolSFTConfig(SFTConfig):
             Hand TRL's fused LM head only the positions that carry a label. TRL does this itself on CUDA / XPU with
             Triton; elsewhere (CPU, MPS) it projects every position, prompt tokens included, and masks them after. The
             loss, gradients and metrics are the same. Turned on by a memory preset on such a device. Not with a
-            `compute_loss_func`, label smoothing, prompt-learning PEFT methods, or context / sequence parallelism.
+            `compute_loss_func`, label smoothing, prompt-learning PEFT methods, images, or context / sequence
+            parallelism.
 
         > Run safety
 

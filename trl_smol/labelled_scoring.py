@@ -44,10 +44,12 @@ def trl_scores_every_position(device_type: str, triton: bool) -> bool:
     return not (triton and device_type in ("cuda", "xpu"))
 
 
-def labelled_scoring_problem(args: Any, method: str, *, custom_loss: bool = False) -> str | None:
+def labelled_scoring_problem(args: Any, method: str, *, custom_loss: bool = False, vision: bool = False) -> str | None:
     """Why labelled-only scoring cannot apply to this run, or None. It needs TRL's own fused loss: not a loss computed
     from the full logits (a `compute_loss_func`, label smoothing), and hidden states that line up with the labels
-    (no prompt-learning virtual tokens)."""
+    (no prompt-learning virtual tokens). Vision-language models are left to TRL: not tested here."""
+    if vision:
+        return "the dataset has images, and vision-language models are not tested with it"
     if custom_loss:
         return "a compute_loss_func was passed, which TRL feeds the full logits"
     if getattr(args, "label_smoothing_factor", 0) and getattr(args, "loss_type", "nll") == "nll":

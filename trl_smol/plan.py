@@ -174,7 +174,7 @@ def plan_run(
     changes = preset.changes if preset is not None else {}
     padding_free = _padding_free(args, preset, model, custom_collator=custom_collator, vision=vision)
     method = training_method(peft_config, quantization_config, model)
-    labelled_scoring = _labelled_scoring(args, preset, method, custom_loss=custom_loss)
+    labelled_scoring = _labelled_scoring(args, preset, method, custom_loss=custom_loss, vision=vision)
     bf16, fp16 = changes.get("bf16", args.bf16), changes.get("fp16", args.fp16)
     precision = "bf16" if bf16 else "fp16" if fp16 else "float32"
     precision_reason = None
@@ -237,12 +237,14 @@ def _padding_free(
     return _applies_or_withdrawn("smol_padding_free", problem, preset, by_preset)
 
 
-def _labelled_scoring(args: Any, preset: PresetResult | None, method: str, *, custom_loss: bool) -> str | None:
+def _labelled_scoring(
+    args: Any, preset: PresetResult | None, method: str, *, custom_loss: bool, vision: bool
+) -> str | None:
     """Why TRL's loss head sees only labelled positions in this run, or None (withdrawn or stopped as padding-free)."""
     by_preset = preset is not None and preset.changes.get("smol_score_labelled_only", False)
     if not (by_preset or getattr(args, "smol_score_labelled_only", False)):
         return None
-    problem = labelled_scoring_problem(args, method, custom_loss=custom_loss)
+    problem = labelled_scoring_problem(args, method, custom_loss=custom_loss, vision=vision)
     return _applies_or_withdrawn("smol_score_labelled_only", problem, preset, by_preset)
 
 
