@@ -142,6 +142,20 @@ def test_benchmark_conversations_are_deterministic_and_mix_both_reasoning_modes(
     assert all(any(message["role"] == "assistant" for message in row["messages"]) for row in first)
 
 
+def test_the_data_benchmark_times_both_paths_to_identical_ids_and_labels():
+    # Both trainers' `_prepare_dataset` on a model-less trainer object, as bench_data.py times them.
+    from datasets import Dataset
+
+    from trl_smol import SMOLLM3_CHAT_TEMPLATE
+    from trl_smol.testing import tiny_smollm3_tokenizer
+
+    tokenizer = tiny_smollm3_tokenizer(SMOLLM3_CHAT_TEMPLATE)
+    dataset = Dataset.from_list(bench_data.conversation_rows(20))
+    _, stock = bench_data.prepare("stock", dataset, tokenizer, num_proc=1)
+    _, plugin = bench_data.prepare("plugin", dataset, tokenizer, num_proc=1)
+    assert len(plugin) == 20 and bench_data.same_output(stock, plugin, rows=20)
+
+
 @pytest.mark.parametrize(
     ("name", "flops"),
     [

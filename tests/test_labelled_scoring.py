@@ -21,7 +21,6 @@ from trl_smol.labelled_scoring import (
     backbone_of,
     labelled_scoring_problem,
     sharded_sequence_problem,
-    trl_scores_every_position,
 )
 from trl_smol.memory import plan_memory_preset
 from trl_smol.memory.hardware import HardwareInfo
@@ -136,7 +135,6 @@ def test_a_memory_preset_turns_it_on_where_trl_scores_every_position():
         "24gb", SmolSFTConfig(output_dir="unused"), hardware=dataclasses.replace(cuda, triton=False)
     )
     assert no_triton.changes["smol_score_labelled_only"] is True
-    assert trl_scores_every_position("cpu", triton=True) and not trl_scores_every_position("cuda", triton=True)
 
 
 def test_a_preset_withdraws_it_where_the_loss_needs_full_logits_and_an_explicit_true_stops(model_dir, tmp_path):

@@ -4,9 +4,9 @@ TRL's `SFTTrainer` computes the loss with a fused LM head (`trl.trainer.utils.ad
 projection, log-softmax, entropy and top-1 are folded in chunks without materialising the logits. On CUDA / XPU with
 Triton it projects only the positions that carry a label. Everywhere else (the CPU, Apple MPS, Neuron) it projects
 *every* position, prompt tokens included, and masks the results afterwards, because a varying number of positions
-would recompile the kernels of compiled backends. With `assistant_only_loss` most positions are prompt: 72% of the
-demo set's tokens. On the demo model the projection of those positions was a third of a training step on a CPU
-(`tests/benchmarks/bench_presets.py` measures the run as a whole).
+would recompile the kernels of compiled backends. With `assistant_only_loss` most positions are prompt: only 28% of
+the demo set's predicted tokens carry a label. On a CPU, handing the head only those made the demo recipe's
+training steps 1.6-1.7x faster (`tests/benchmarks/bench_presets.py`, docs/benchmarks.md).
 
 [`LabelledScoring`] hands TRL's fused head only the labelled positions, through the interface TRL gives that head:
 
@@ -36,12 +36,6 @@ import torch
 from peft import PeftModel
 
 IGNORE_INDEX = -100
-
-
-def trl_scores_every_position(device_type: str, triton: bool) -> bool:
-    """Whether TRL's fused LM head projects every position on this device (as read from TRL 1.16's
-    `trl.trainer.utils.add_fused_lm_head`: only CUDA / XPU with Triton project the labelled ones alone)."""
-    return not (triton and device_type in ("cuda", "xpu"))
 
 
 def labelled_scoring_problem(args: Any, method: str, *, custom_loss: bool = False, vision: bool = False) -> str | None:

@@ -246,7 +246,7 @@ class SmolSFTTrainer(SFTTrainer):
             return None
         problem = sharded_sequence_problem(self.accelerator.parallelism_config)
         if problem is not None:  # known once accelerate is up, after the plan
-            if "preset" not in self.run_plan.labelled_scoring:
+            if self.run_plan.labelled_scoring == "smol_score_labelled_only":  # the user's own setting
                 raise ValueError(
                     f"smol_score_labelled_only: true cannot apply: {problem}. Set `smol_score_labelled_only: false`."
                 )

@@ -60,14 +60,22 @@ def conversation_rows(num_rows: int) -> list[dict[str, Any]]:
     return rows
 
 
-def bare_trainer(trainer_class: type, tokenizer: Any) -> Any:
-    """A trainer object carrying only what `_prepare_dataset` reads (no model is loaded)."""
+def bare_trainer(trainer_class: type, tokenizer: Any, args: Any) -> Any:
+    """A trainer object carrying only what `_prepare_dataset` reads (no model is loaded). The plugin's also reads its
+    run plan (for the template defaults: none here, the rows carry their pinned date) and its console (quiet)."""
+    from trl_smol import SmolSFTTrainer
+    from trl_smol.console import RunConsole
+    from trl_smol.plan import plan_run
+
     trainer = object.__new__(trainer_class)
     trainer._tokenizer = tokenizer
     trainer.processing_class = tokenizer
     trainer.chat_template = None
     trainer.completion_only_loss = None
     trainer._is_vision_dataset = False
+    if issubclass(trainer_class, SmolSFTTrainer):
+        trainer.run_plan = plan_run(args)
+        trainer.run_console = RunConsole(active=False)
     return trainer
 
 
@@ -87,7 +95,7 @@ def prepare(path: str, dataset: Any, tokenizer: Any, num_proc: int) -> tuple[flo
         dataset_num_proc=num_proc,
         report_to="none",
     )
-    trainer = bare_trainer(trainer_class, tokenizer)
+    trainer = bare_trainer(trainer_class, tokenizer, args)
     started = time.perf_counter()
     prepared = trainer_class._prepare_dataset(trainer, dataset, tokenizer, args, False, None, "train")
     return time.perf_counter() - started, prepared

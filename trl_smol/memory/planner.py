@@ -207,7 +207,8 @@ def plan_memory_preset(
         args.packing or args.padding_free or is_explicit("packing", explicit) or is_explicit("padding_free", explicit)
     ):
         propose("smol_padding_free", True, "no padding computed; the same loss (TRL still truncates)")
-    # TRL's fused LM head projects every position unless it runs on CUDA with Triton (labelled_scoring.py).
+    # TRL's fused LM head projects every position unless it runs on CUDA/XPU with Triton (as TRL 1.16's
+    # `add_fused_lm_head` decides; trl_smol/labelled_scoring.py). XPU is not detected here, so it counts as elsewhere.
     if tier.accelerator == "cpu" or hardware.accelerator != "cuda" or not hardware.triton:
         propose("smol_score_labelled_only", True, "TRL's loss head scores every position here; only labelled "
                 "ones: the same loss")  # fmt: skip
