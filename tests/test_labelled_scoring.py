@@ -177,3 +177,14 @@ def test_where_labelled_only_scoring_cannot_apply(settings, method, flags, reaso
     assert problem is None if reason is None else reason in problem
     assert sharded_sequence_problem(None) is None
     assert "shards the sequence" in sharded_sequence_problem(SimpleNamespace(cp_enabled=True, sp_enabled=False))
+
+
+def test_context_parallelism_stops_an_explicit_setting_and_withdraws_a_presets(model_dir, tmp_path):
+    # Known only once accelerate is up: its parallelism config shards the sequence and brings its own `shift_labels`.
+    trainer = trainer_for(model_dir, tmp_path, smol_score_labelled_only=True)
+    trainer.labelled_scoring.remove()
+    trainer.accelerator = SimpleNamespace(parallelism_config=SimpleNamespace(cp_enabled=True, sp_enabled=False))
+    with pytest.raises(ValueError, match="shards the sequence. Set `smol_score_labelled_only: false`"):
+        trainer._install_labelled_scoring()
+    trainer.run_plan = dataclasses.replace(trainer.run_plan, labelled_scoring="memory preset cpu")
+    assert trainer._install_labelled_scoring() is None and trainer.run_plan.labelled_scoring is None
