@@ -151,8 +151,10 @@ def test_the_data_benchmark_times_both_paths_to_identical_ids_and_labels():
 
     tokenizer = tiny_smollm3_tokenizer(SMOLLM3_CHAT_TEMPLATE)
     dataset = Dataset.from_list(bench_data.conversation_rows(20))
-    _, stock = bench_data.prepare("stock", dataset, tokenizer, num_proc=1)
-    _, plugin = bench_data.prepare("plugin", dataset, tokenizer, num_proc=1)
+    # num_proc=None: `datasets` maps with a process pool from num_proc=1 on, and then rebinds `os.environ` to a deep
+    # copy in this process (datasets 5.2, arrow_dataset.py), which later tests' rich consoles would not read.
+    _, stock = bench_data.prepare("stock", dataset, tokenizer, num_proc=None)
+    _, plugin = bench_data.prepare("plugin", dataset, tokenizer, num_proc=None)
     assert len(plugin) == 20 and bench_data.same_output(stock, plugin, rows=20)
 
 

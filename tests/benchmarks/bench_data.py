@@ -79,7 +79,7 @@ def bare_trainer(trainer_class: type, tokenizer: Any, args: Any) -> Any:
     return trainer
 
 
-def prepare(path: str, dataset: Any, tokenizer: Any, num_proc: int) -> tuple[float, Any]:
+def prepare(path: str, dataset: Any, tokenizer: Any, num_proc: int | None) -> tuple[float, Any]:
     """Time one path (`"stock"` or `"plugin"`) at `num_proc` processes."""
     from trl import SFTConfig
     from trl.trainer.sft_trainer import SFTTrainer
