@@ -1,12 +1,11 @@
-"""The package layout keeps its architecture: layers without cycles, small modules, one piece of magic, old import
-paths kept for one release. docs/architecture.md describes the layers."""
+"""The package layout keeps its architecture: layers without cycles, small modules, one piece of magic, the 0.1
+import paths gone (0.3.0). docs/architecture.md describes the layers."""
 
 import ast
 import importlib
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ def test_layer_contracts_hold():
     lint = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
     result = subprocess.run([lint], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "1 kept, 0 broken" in result.stdout
+    assert "2 kept, 0 broken" in result.stdout
 
 
 @pytest.mark.parametrize("path", modules(), ids=lambda path: str(path.relative_to(PACKAGE)))
@@ -48,31 +47,28 @@ def test_only_the_hook_touches_another_librarys_objects():
     assert importers == ["hook.py"]
 
 
-# Old path -> (a name, the new module that defines it).
-MOVED = {
-    "trl_smol.presets": ("TIERS", "trl_smol.memory.tiers"),
-    "trl_smol.memory_estimate": ("estimate_memory", "trl_smol.memory.estimate"),
-    "trl_smol.hardware": ("detect_hardware", "trl_smol.memory.hardware"),
-    "trl_smol.chat_template": ("apply_smollm3_template", "trl_smol.templating.template"),
-    "trl_smol.mixtures": ("smoltalk2_mixture", "trl_smol.data.mixtures"),
-    "trl_smol.course": ("MissingSplitError", "trl_smol.data.smoltalk2"),
-    "trl_smol.integration": ("detect_role", "trl_smol.launch"),
-    "trl_smol.render": ("render_examples", "trl_smol.commands.render"),
-    "trl_smol.doctor": ("run", "trl_smol.commands.doctor"),
-    "trl_smol.estimate": ("run", "trl_smol.commands.estimate"),
-    "trl_smol.cli": ("main", "trl_smol.commands"),
-    "trl_smol.demo_data": ("demo_rows", "trl_smol.demo.data"),
-    "trl_smol.callbacks.samples": ("SampleGenerationCallback", "trl_smol.samples.callback"),
-    "trl_smol.callbacks.memory": ("peak_rss", "trl_smol.memory.measure"),
-}
+# The 0.1 module paths, removed in 0.3.0 (docs/architecture.md says where each went).
+REMOVED = [
+    "trl_smol._deprecated",
+    "trl_smol.presets",
+    "trl_smol.memory_estimate",
+    "trl_smol.hardware",
+    "trl_smol.chat_template",
+    "trl_smol.mixtures",
+    "trl_smol.course",
+    "trl_smol.integration",
+    "trl_smol.render",
+    "trl_smol.doctor",
+    "trl_smol.estimate",
+    "trl_smol.cli",
+    "trl_smol.demo_data",
+    "trl_smol.callbacks.samples",
+    "trl_smol.callbacks.memory",
+]
 
 
-@pytest.mark.parametrize("old", sorted(MOVED))
-def test_old_import_paths_still_work_with_a_notice(old):
-    name, new = MOVED[old]
+@pytest.mark.parametrize("old", REMOVED)
+def test_old_import_paths_are_gone(old):
     sys.modules.pop(old, None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = importlib.import_module(old)
-    assert any(issubclass(w.category, FutureWarning) and new.rsplit(".", 1)[0] in str(w.message) for w in caught)
-    assert getattr(module, name) is getattr(importlib.import_module(new), name)
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(old)

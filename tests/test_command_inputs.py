@@ -6,10 +6,10 @@ import dataclasses
 import json
 
 import pytest
+from hardware_fakes import fake_cpu_hardware, fake_cuda_hardware
 
 from trl_smol.commands import doctor, main
 from trl_smol.data import InvalidConversationError
-from trl_smol.memory.hardware import HardwareInfo
 from trl_smol.parser import UnknownRecipeKeyError
 
 CHAT = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
@@ -65,7 +65,7 @@ def test_doctor_fails_on_a_mistyped_key_with_the_message_of_trl_sft(tmp_path, ca
     recipe.write_text("model_name_or_path: HuggingFaceTB/SmolLM3-3B-Base\nlerning_rate: 1.0e-4\n")
     with pytest.raises(UnknownRecipeKeyError) as trl_sft_error:  # what `trl sft --config recipe.yaml` raises
         recipe_parser().parse_args_and_config(["--config", str(recipe)])
-    assert doctor.run(doctor_args(str(recipe)), hardware=HardwareInfo.fake_cuda(16)) == 2
+    assert doctor.run(doctor_args(str(recipe)), hardware=fake_cuda_hardware(16)) == 2
     out = capsys.readouterr().out
     assert f"trl-smol doctor: {trl_sft_error.value}" in " ".join(out.split())
     assert "Did you mean `learning_rate`?" in out and "Verdict" not in out
@@ -83,13 +83,13 @@ QLORA_RECIPE = "model_name_or_path: HuggingFaceTB/SmolLM3-3B-Base\nuse_peft: tru
 def test_qlora_where_bitsandbytes_has_no_4bit_backend_does_not_run_here(tmp_path, capsys):
     recipe = tmp_path / "qlora.yaml"
     recipe.write_text(QLORA_RECIPE)
-    no_4bit = dataclasses.replace(HardwareInfo.fake_cuda(16), bnb_4bit=False)
+    no_4bit = dataclasses.replace(fake_cuda_hardware(16), bnb_4bit=False)
     assert doctor.run(doctor_args(str(recipe)), hardware=no_4bit) == 1
     verdict = capsys.readouterr().out.strip().splitlines()[-1]
     assert verdict.startswith("Verdict: does not run here: the recipe asks for 4-bit weights (`load_in_4bit: true`)")
     assert "Remove `load_in_4bit` and set `memory_preset: auto`" in verdict
 
-    assert doctor.run(doctor_args(str(recipe)), hardware=HardwareInfo.fake_cuda(16)) == 0  # with a 4-bit backend
+    assert doctor.run(doctor_args(str(recipe)), hardware=fake_cuda_hardware(16)) == 0  # with a 4-bit backend
 
 
 def test_on_this_machine_doctor_tries_bitsandbytes_as_the_trainer_does(tmp_path, capsys, monkeypatch):
@@ -104,7 +104,7 @@ def test_on_this_machine_doctor_tries_bitsandbytes_as_the_trainer_does(tmp_path,
 def test_a_plan_for_another_machines_tier_is_not_judged_by_this_one(tmp_path, capsys):
     recipe = tmp_path / "qlora.yaml"
     recipe.write_text(QLORA_RECIPE)
-    laptop = HardwareInfo.fake_cpu()  # no bitsandbytes 4-bit here, planning for a 16 GB GPU
+    laptop = fake_cpu_hardware()  # no bitsandbytes 4-bit here, planning for a 16 GB GPU
     assert doctor.run(doctor_args(str(recipe), preset="16gb"), hardware=laptop) == 0
     assert "does not run here" not in capsys.readouterr().out
 

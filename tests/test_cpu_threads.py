@@ -13,6 +13,7 @@ from datasets import Dataset
 
 from trl_smol import SMOLLM3_CHAT_TEMPLATE, SmolSFTConfig, SmolSFTTrainer
 from trl_smol.config import UserSettings
+from trl_smol.features import Source
 from trl_smol.launch import DEFAULT_THREADS_ENV, has_accelerator, mark_default_cpu_threads, raisable_cpu_threads
 from trl_smol.testing import save_tiny_smollm3
 
@@ -65,24 +66,25 @@ def test_a_memory_preset_raises_the_launchers_one_thread_to_the_cores_and_says_s
     args = SmolSFTConfig(output_dir=str(tmp_path), bf16=False, report_to="none", memory_preset="cpu")
     trainer = SmolSFTTrainer(model=model_dir, args=args, train_dataset=Dataset.from_list([ROW]))
     assert torch.get_num_threads() == one_thread_launch == trainer.args.smol_cpu_threads
-    assert trainer.run_plan.cpu_threads == f"{one_thread_launch} (memory preset cpu)"
+    assert trainer.run_plan["cpu_threads"].source is Source.PRESET
     assert f"threads={one_thread_launch} (memory preset cpu)" in trainer.run_plan.banner()
-    (row,) = [row for row in trainer.run_plan.preset.rows if row.setting == "smol_cpu_threads"]
+    (row,) = [row for row in trainer.run_plan.preset_rows() if row.setting == "smol_cpu_threads"]
     assert row.status == "changed" and "accelerate started training with 1 thread" in row.reason
 
 
 def test_without_a_preset_or_with_the_users_own_count_the_threads_stay(one_thread_launch, model_dir, tmp_path):
     stock = SmolSFTConfig(output_dir=str(tmp_path), bf16=False, report_to="none")
     trainer = SmolSFTTrainer(model=model_dir, args=stock, train_dataset=Dataset.from_list([ROW]))
-    assert torch.get_num_threads() == 1 and trainer.run_plan.cpu_threads is None
+    assert torch.get_num_threads() == 1 and not trainer.run_plan.is_on("cpu_threads")
 
     own = SmolSFTConfig(
         output_dir=str(tmp_path), bf16=False, report_to="none", memory_preset="cpu", smol_cpu_threads=1
     )
     own.user_settings = UserSettings(explicit=frozenset({"output_dir", "bf16", "memory_preset", "smol_cpu_threads"}))
     trainer = SmolSFTTrainer(model=model_dir, args=own, train_dataset=Dataset.from_list([ROW]))
-    assert torch.get_num_threads() == 1 and trainer.run_plan.cpu_threads == "1 (smol_cpu_threads)"
-    (row,) = [row for row in trainer.run_plan.preset.rows if row.setting == "smol_cpu_threads"]
+    assert torch.get_num_threads() == 1 and trainer.run_plan["cpu_threads"].source is Source.USER
+    assert "threads=1 (smol_cpu_threads)" in trainer.run_plan.banner()
+    (row,) = [row for row in trainer.run_plan.preset_rows() if row.setting == "smol_cpu_threads"]
     assert (row.value, row.status) == (1, "kept: explicit")  # the table shows what the preset would have done
 
 
@@ -91,7 +93,7 @@ def test_a_python_script_keeps_torchs_own_threads_under_a_preset(monkeypatch, mo
     before = torch.get_num_threads()
     args = SmolSFTConfig(output_dir=str(tmp_path), bf16=False, report_to="none", memory_preset="cpu")
     trainer = SmolSFTTrainer(model=model_dir, args=args, train_dataset=Dataset.from_list([ROW]))
-    assert torch.get_num_threads() == before and trainer.run_plan.cpu_threads is None
+    assert torch.get_num_threads() == before and not trainer.run_plan.is_on("cpu_threads")
 
 
 def test_a_thread_count_below_one_is_refused_naming_the_key():

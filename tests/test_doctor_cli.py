@@ -4,11 +4,11 @@ import argparse
 import json
 
 import pytest
+from hardware_fakes import fake_cpu_hardware, fake_cuda_hardware
 
 from trl_smol import commands as cli
 from trl_smol.commands import doctor
 from trl_smol.memory import PRESET_NAMES, estimate_memory
-from trl_smol.memory.hardware import HardwareInfo
 
 
 def doctor_args(config=None, preset=None, model=None):
@@ -56,7 +56,7 @@ def test_doctor_on_this_machine_shows_hardware_preset_and_verdict(capsys):
 
 def test_doctor_plans_a_gpu_recipe_for_faked_hardware(tmp_path, capsys):
     recipe = write_recipe(tmp_path, "model_name_or_path: HuggingFaceTB/SmolLM3-3B-Base\nmemory_preset: auto\n")
-    assert doctor.run(doctor_args(recipe), hardware=HardwareInfo.fake_cuda(16, name="NVIDIA RTX 4080")) == 0
+    assert doctor.run(doctor_args(recipe), hardware=fake_cuda_hardware(16, name="NVIDIA RTX 4080")) == 0
     out = capsys.readouterr().out
     assert "NVIDIA RTX 4080" in out and "Preset `16gb`" in out and "Verdict: fits with" in out
 
@@ -67,7 +67,7 @@ def test_doctor_names_the_explicit_setting_that_breaks_the_budget(tmp_path, caps
         "model_name_or_path: HuggingFaceTB/SmolLM3-3B-Base\nmemory_preset: 8gb\nmax_length: 32768\n"
         "per_device_train_batch_size: 8\n",
     )
-    assert doctor.run(doctor_args(recipe), hardware=HardwareInfo.fake_cuda(8)) == 1
+    assert doctor.run(doctor_args(recipe), hardware=fake_cuda_hardware(8)) == 1
     out = capsys.readouterr().out
     assert "breaks the budget" in out and "Verdict: does not fit" in out
     assert "max_length" in out
@@ -76,13 +76,13 @@ def test_doctor_names_the_explicit_setting_that_breaks_the_budget(tmp_path, caps
 def test_doctor_suggests_a_smaller_preset_when_nothing_explicit_is_to_blame(tmp_path, capsys):
     # A 24 GB tier on a device that only has 8 GiB: even a micro-batch of 1 does not fit, no explicit setting is to
     # blame, so the next smaller tier is named.
-    assert doctor.run(doctor_args(preset="24gb"), hardware=HardwareInfo.fake_cuda(8)) == 1
+    assert doctor.run(doctor_args(preset="24gb"), hardware=fake_cuda_hardware(8)) == 1
     assert "try memory_preset=16gb" in capsys.readouterr().out
 
 
 def test_doctor_reads_lora_settings_from_the_recipe(tmp_path, capsys):
     recipe = write_recipe(tmp_path, "use_peft: true\nlora_r: 64\nload_in_4bit: true\n")
-    assert doctor.run(doctor_args(recipe, preset="16gb"), hardware=HardwareInfo.fake_cuda(16)) == 0
+    assert doctor.run(doctor_args(recipe, preset="16gb"), hardware=fake_cuda_hardware(16)) == 0
     out = capsys.readouterr().out
     assert "qlora" in out and "kept: explicit" in out  # the recipe's QLoRA wins over the tier's LoRA
 
@@ -93,7 +93,7 @@ def test_doctor_reads_lora_settings_from_the_recipe(tmp_path, capsys):
 )
 def test_doctor_bad_input_is_named(tmp_path, capsys, recipe_text, message):
     recipe = write_recipe(tmp_path, recipe_text)
-    assert doctor.run(doctor_args(recipe), hardware=HardwareInfo.fake_cuda(16)) == 2
+    assert doctor.run(doctor_args(recipe), hardware=fake_cuda_hardware(16)) == 2
     out = capsys.readouterr().out
     assert message in out
     if "9gb" in message:
@@ -101,7 +101,7 @@ def test_doctor_bad_input_is_named(tmp_path, capsys, recipe_text, message):
 
 
 def test_doctor_missing_recipe_file(tmp_path, capsys):
-    assert doctor.run(doctor_args(str(tmp_path / "nope.yaml")), hardware=HardwareInfo.fake_cpu()) == 2
+    assert doctor.run(doctor_args(str(tmp_path / "nope.yaml")), hardware=fake_cpu_hardware()) == 2
     assert "cannot read recipe" in capsys.readouterr().out
 
 

@@ -154,39 +154,16 @@ def test_parser_suggests_the_closest_key(tmp_path):
 
 
 @pytest.mark.slow
-def test_trl_sft_trains_with_smol_sft_trainer_and_prints_the_banner(tmp_path, tiny_model_dir):
-    data = tmp_path / "chats.jsonl"
-    rows = [
-        {"messages": [{"role": "user", "content": f"What is {i}+1?"}, {"role": "assistant", "content": str(i + 1)}]}
-        for i in range(8)
-    ]
-    data.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(
-        textwrap.dedent(
-            f"""\
-            model_name_or_path: {tiny_model_dir}
-            datasets:
-              - path: json
-                data_files: {data}
-            output_dir: {tmp_path / "out"}
-            max_steps: 2
-            per_device_train_batch_size: 2
-            bf16: false
-            report_to: none
-            save_strategy: "no"
-            """
-        )
-    )
-    result = run([TRL, "sft", "--config", str(recipe)], timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    banner = [line for line in result.stdout.splitlines() if line.startswith("trl-smol ")]
-    assert len(banner) == 1, result.stdout
+def test_trl_sft_trains_with_smol_sft_trainer_and_prints_the_banner(shared_trl_sft_run):
+    run = shared_trl_sft_run  # the tiny SmolLM3 through the stock `trl sft` (tests/conftest.py)
+    assert run.returncode == 0, run.output[-6000:]
+    banner = [line for line in run.output.splitlines() if line.startswith("trl-smol ") and " active " in line]
+    assert len(banner) == 1, run.output[-6000:]
     assert "active (trl sft, run " in banner[0]
     assert "chat_template=smollm3" in banner[0]  # the tiny tokenizer has no template, like SmolLM3-3B-Base
-    saved = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
+    saved = json.loads((run.output_dir / "tokenizer_config.json").read_text())
     assert saved["eos_token"] == "<|im_end|>"
-    card = (tmp_path / "out" / "README.md").read_text()  # written by the final save even without checkpoints
+    card = (run.output_dir / "README.md").read_text()  # the final save's card (checkpoints hold their own)
     assert "trl-smol" in card and "- smollm3" in card
 
 
@@ -288,15 +265,16 @@ def test_patch_swaps_names_only_for_the_role(monkeypatch):
 def test_bf16_autocast_on_a_cpu_without_native_bf16_is_announced(monkeypatch, tmp_path, native, preset, warned):
     """TRL's default bf16 with `use_cpu` trains on any CPU; where the CPU emulates bf16 (15.6x slower per step than
     float32 for a small SmolLM3 on this project's 2-core AVX2 machine) the run says so, with the fix."""
-    import trl_smol.plan
+    from hardware_fakes import fake_cpu_hardware
+
     from trl_smol import SmolSFTConfig
-    from trl_smol.memory.hardware import HardwareInfo
     from trl_smol.plan import plan_run
 
-    monkeypatch.setattr(trl_smol.plan, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr("trl_smol.memory.hardware.cpu_has_native_bf16", lambda: native)
     args = SmolSFTConfig(output_dir=str(tmp_path), use_cpu=True, memory_preset=preset)  # bf16: TRL's default
-    plan = plan_run(args, model_name="trl-smol/SmolLM3-demo-135M", hardware=HardwareInfo.fake_cpu())
-    assert bool(plan.slow_precision) is warned
+    plan = plan_run(args, model_name="trl-smol/SmolLM3-demo-135M", hardware=fake_cpu_hardware())
+    warning = plan["precision"].warning
+    assert bool(warning) is warned and plan.warnings == ([warning] if warned else [])
     if warned:
-        assert "`bf16: false`" in plan.slow_precision and "`memory_preset: auto`" in plan.slow_precision
+        assert "`bf16: false`" in warning and "`memory_preset: auto`" in warning
         assert "precision=bf16 (on a CPU without native bf16" in plan.banner()

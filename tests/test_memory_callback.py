@@ -70,12 +70,13 @@ def test_cuda_logs_allocator_peaks_plus_the_context(monkeypatch, capsys):
 
 
 def test_estimate_comes_from_the_run_plan(tmp_path):
+    from hardware_fakes import fake_cpu_hardware
+
     from trl_smol import SmolSFTConfig
-    from trl_smol.memory.hardware import HardwareInfo
     from trl_smol.plan import plan_run
 
     args = SmolSFTConfig(output_dir=str(tmp_path), bf16=False, memory_preset="cpu", report_to="none")
-    plan = plan_run(args, model_name="trl-smol/SmolLM3-demo-135M", hardware=HardwareInfo.fake_cpu())
+    plan = plan_run(args, model_name="trl-smol/SmolLM3-demo-135M", hardware=fake_cpu_hardware())
     result = plan.preset
     callback = MemoryMonitorCallback(estimate_bytes=plan.estimate_bytes)
     callback.on_train_begin(args, TrainerState(), TrainerControl())

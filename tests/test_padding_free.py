@@ -14,6 +14,7 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from trl_smol import SMOLLM3_CHAT_TEMPLATE, SmolSFTConfig, SmolSFTTrainer
 from trl_smol.config import UserSettings
 from trl_smol.data.padding_free import PackedBatchError, guard_packed_batches
+from trl_smol.features import FeatureError, Source
 from trl_smol.testing import save_tiny_smollm3, tiny_smollm3_model, tiny_smollm3_tokenizer
 
 ROWS = [
@@ -64,14 +65,17 @@ def test_padding_free_training_has_the_padded_runs_losses(model_dir, tmp_path, c
 def test_a_preset_turns_padding_free_on_and_a_recipe_packing_choice_wins(model_dir, tmp_path):
     args = SmolSFTConfig(output_dir=str(tmp_path), bf16=False, report_to="none", memory_preset="cpu")
     preset_run = SmolSFTTrainer(model=model_dir, args=args, train_dataset=Dataset.from_list([{"messages": ROWS[0]}]))
-    assert preset_run.run_plan.padding_free == "memory preset cpu" and preset_run.data_collator.padding_free
+    decision = preset_run.run_plan["padding_free"]
+    assert decision.source is Source.PRESET and decision.reason == "memory preset cpu"
+    assert preset_run.data_collator.padding_free and preset_run.args.smol_padding_free
 
     args = SmolSFTConfig(output_dir=str(tmp_path), bf16=False, report_to="none", memory_preset="cpu", packing=True)
     args.user_settings = UserSettings(
         explicit=frozenset({"output_dir", "bf16", "report_to", "memory_preset", "packing"})
     )
     own_choice = SmolSFTTrainer(model=model_dir, args=args, train_dataset=Dataset.from_list([{"messages": ROWS[0]}]))
-    assert own_choice.run_plan.padding_free is None and not own_choice.args.smol_padding_free
+    assert not own_choice.run_plan.is_on("padding_free") and not own_choice.args.smol_padding_free
+    assert not [row for row in own_choice.run_plan.preset_rows() if row.setting == "smol_padding_free"]
 
 
 def test_a_preset_withdraws_padding_free_where_it_cannot_apply_and_says_why(model_dir, tmp_path):
@@ -80,8 +84,8 @@ def test_a_preset_withdraws_padding_free_where_it_cannot_apply_and_says_why(mode
     trainer = SmolSFTTrainer(
         model=model_dir, args=args, data_collator=mine, train_dataset=Dataset.from_list([{"messages": ROWS[0]}])
     )
-    assert trainer.data_collator is mine and trainer.run_plan.padding_free is None
-    (row,) = [row for row in trainer.run_plan.preset.rows if row.setting == "smol_padding_free"]
+    assert trainer.data_collator is mine and trainer.run_plan["padding_free"].source is Source.WITHDRAWN
+    (row,) = [row for row in trainer.run_plan.preset_rows() if row.setting == "smol_padding_free"]
     assert row.status == "unavailable" and "data_collator" in row.reason
 
 
@@ -90,7 +94,7 @@ def test_asking_for_padding_free_with_an_attention_that_mixes_sequences_stops_be
         output_dir=str(tmp_path), bf16=False, report_to="none", smol_padding_free=True,
         model_init_kwargs={"attn_implementation": "paged|sdpa"},
     )  # fmt: skip
-    with pytest.raises(ValueError, match="smol_padding_free: true cannot apply: attn_implementation=paged|sdpa"):
+    with pytest.raises(FeatureError, match="smol_padding_free: true cannot apply: attn_implementation=paged|sdpa"):
         SmolSFTTrainer(model=model_dir, args=args, train_dataset=Dataset.from_list([{"messages": ROWS[0]}]))
 
 

@@ -5,6 +5,7 @@ import types
 import pytest
 import torch
 from datasets import Dataset
+from hardware_fakes import fake_cpu_hardware, fake_cuda_hardware
 from peft import LoraConfig
 from transformers import BitsAndBytesConfig
 from transformers.training_args import OptimizerNames
@@ -91,13 +92,13 @@ def test_detect_hardware_without_accelerator_is_cpu(monkeypatch):
 )
 def test_auto_picks_the_largest_tier_the_device_holds(gib, tier):
     # Devices report a little less than their nominal size (a 16 GB T4 shows 14.58 GiB).
-    assert choose_tier(HardwareInfo.fake_cuda(gib)) == tier
+    assert choose_tier(fake_cuda_hardware(gib)) == tier
 
 
 def test_unknown_preset_lists_the_valid_names(tmp_path):
     args = cpu_args(tmp_path, memory_preset="9gb")
     with pytest.raises(UnknownPresetError) as error:
-        apply_memory_preset(args, model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(24))
+        apply_memory_preset(args, model_name=SMOLLM3, hardware=fake_cuda_hardware(24))
     for name in PRESET_NAMES:
         assert name in str(error.value)
 
@@ -110,7 +111,7 @@ def args_accumulation(result):
 
 # --- the tier table ------------------------------------------------------------------------------------------------
 def test_8gb_tier_is_qlora_with_paged_8bit_adam_and_leaves_headroom(tmp_path):
-    result = plan_memory_preset("8gb", gpu_args(tmp_path), model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(8))
+    result = plan_memory_preset("8gb", gpu_args(tmp_path), model_name=SMOLLM3, hardware=fake_cuda_hardware(8))
     assert result.method == "qlora"
     assert isinstance(result.peft_config, LoraConfig)
     assert set(result.peft_config.target_modules) == set(PROJECTIONS)
@@ -129,7 +130,7 @@ def test_8gb_tier_is_qlora_with_paged_8bit_adam_and_leaves_headroom(tmp_path):
 
 
 def test_16gb_tier_is_bf16_lora_with_headroom(tmp_path):
-    result = plan_memory_preset("16gb", gpu_args(tmp_path), model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(16))
+    result = plan_memory_preset("16gb", gpu_args(tmp_path), model_name=SMOLLM3, hardware=fake_cuda_hardware(16))
     assert result.method == "lora" and result.quantization_config is None
     assert "optim" not in result.changes  # fused AdamW is already transformers' default
     assert result.estimate.settings["optim"] == "adamw_torch_fused"
@@ -139,7 +140,7 @@ def test_16gb_tier_is_bf16_lora_with_headroom(tmp_path):
 
 @pytest.mark.parametrize("tier", ["8gb", "12gb", "16gb", "24gb", "40gb", "80gb"])
 def test_every_gpu_tier_fits_smollm3_on_its_own_device(tmp_path, tier):
-    hardware = HardwareInfo.fake_cuda(TIERS[tier].gib)
+    hardware = fake_cuda_hardware(TIERS[tier].gib)
     result = plan_memory_preset(tier, gpu_args(tmp_path), model_name=SMOLLM3, hardware=hardware)
     assert result.method == TIERS[tier].method
     assert result.fits, result.verdict
@@ -150,8 +151,8 @@ def test_every_gpu_tier_fits_smollm3_on_its_own_device(tmp_path, tier):
 
 
 def test_full_fine_tuning_tiers_choose_the_load_dtype(tmp_path):
-    forty = plan_memory_preset("40gb", gpu_args(tmp_path), model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(40))
-    eighty = plan_memory_preset("80gb", gpu_args(tmp_path), model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(80))
+    forty = plan_memory_preset("40gb", gpu_args(tmp_path), model_name=SMOLLM3, hardware=fake_cuda_hardware(40))
+    eighty = plan_memory_preset("80gb", gpu_args(tmp_path), model_name=SMOLLM3, hardware=fake_cuda_hardware(80))
     assert forty.peft_config is None and forty.changes["model_init_kwargs"] == {"dtype": "bfloat16"}
     assert forty.changes["optim"] == "adamw_8bit"
     # float32 master weights: TRL's default load dtype, so nothing to add
@@ -160,7 +161,7 @@ def test_full_fine_tuning_tiers_choose_the_load_dtype(tmp_path):
 
 
 def test_gpu_without_bf16_uses_fp16(tmp_path):
-    t4 = HardwareInfo.fake_cuda(14.58, name="Tesla T4", bf16=False, compute_capability=(7, 5))
+    t4 = fake_cuda_hardware(14.58, name="Tesla T4", bf16=False, compute_capability=(7, 5))
     result = plan_memory_preset("auto", gpu_args(tmp_path), model_name=SMOLLM3, hardware=t4)
     assert result.tier == "16gb"
     assert result.changes["fp16"] is True and "bf16" not in result.changes  # already False here
@@ -168,7 +169,7 @@ def test_gpu_without_bf16_uses_fp16(tmp_path):
 
 
 def test_qlora_without_bitsandbytes_falls_back_to_lora(tmp_path):
-    hardware = HardwareInfo(**{**HardwareInfo.fake_cuda(8).__dict__, "bnb_4bit": False})
+    hardware = HardwareInfo(**{**fake_cuda_hardware(8).__dict__, "bnb_4bit": False})
     result = plan_memory_preset("8gb", gpu_args(tmp_path), model_name=SMOLLM3, hardware=hardware)
     assert result.method == "lora" and result.quantization_config is None
     assert rows_by_setting(result)["method"].status == "unavailable"
@@ -182,7 +183,7 @@ def test_tiers_step_down_in_order():
 # --- explicit wins -------------------------------------------------------------------------------------------------
 def test_explicit_settings_are_kept_and_the_effective_batch_too(tmp_path):
     args = gpu_args(tmp_path, per_device_train_batch_size=4, gradient_accumulation_steps=4, optim="adamw_torch")
-    result = plan_memory_preset("8gb", args, model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(8))
+    result = plan_memory_preset("8gb", args, model_name=SMOLLM3, hardware=fake_cuda_hardware(8))
     rows = rows_by_setting(result)
     assert "per_device_train_batch_size" not in result.changes and "optim" not in result.changes
     assert "gradient_accumulation_steps" not in result.changes
@@ -192,7 +193,7 @@ def test_explicit_settings_are_kept_and_the_effective_batch_too(tmp_path):
 
 def test_preset_keeps_the_recipe_effective_batch_when_only_accumulation_is_set(tmp_path):
     args = gpu_args(tmp_path, gradient_accumulation_steps=4)  # x default batch 8 = 32
-    result = plan_memory_preset("16gb", args, model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(16))
+    result = plan_memory_preset("16gb", args, model_name=SMOLLM3, hardware=fake_cuda_hardware(16))
     # the split is the recipe's (8 x 4): neither number changes, and the estimate judges it
     assert "per_device_train_batch_size" not in result.changes
     assert "gradient_accumulation_steps" not in result.changes
@@ -201,7 +202,7 @@ def test_preset_keeps_the_recipe_effective_batch_when_only_accumulation_is_set(t
 def test_parser_record_of_explicit_fields_wins_over_defaults(tmp_path):
     args = cpu_args(tmp_path)
     args.user_settings = UserSettings(explicit=frozenset({"max_length", "output_dir"}))
-    result = plan_memory_preset("8gb", args, model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(8))
+    result = plan_memory_preset("8gb", args, model_name=SMOLLM3, hardware=fake_cuda_hardware(8))
     assert "max_length" not in result.changes  # the recipe said 1024, even though it is TRL's default
     assert result.changes["optim"] == "paged_adamw_8bit"  # what the recipe left unset is the tier's
 
@@ -209,7 +210,7 @@ def test_parser_record_of_explicit_fields_wins_over_defaults(tmp_path):
 def test_caller_peft_config_is_never_replaced(tmp_path):
     mine = LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM")
     result = plan_memory_preset(
-        "8gb", gpu_args(tmp_path), model_name=SMOLLM3, peft_config=mine, hardware=HardwareInfo.fake_cuda(8)
+        "8gb", gpu_args(tmp_path), model_name=SMOLLM3, peft_config=mine, hardware=fake_cuda_hardware(8)
     )
     assert result.peft_config is mine and result.quantization_config is None
     assert result.method == "lora" and rows_by_setting(result)["method"].status == "kept: explicit"
@@ -218,31 +219,31 @@ def test_caller_peft_config_is_never_replaced(tmp_path):
 def test_explicit_settings_that_cannot_fit_stop_the_run_unless_forced(tmp_path, capsys):
     args = gpu_args(tmp_path, max_length=32768, per_device_train_batch_size=8, memory_preset="8gb")
     with pytest.raises(MemoryBudgetError, match="per_device_train_batch_size|max_length"):
-        apply_memory_preset(args, model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(8))
+        apply_memory_preset(args, model_name=SMOLLM3, hardware=fake_cuda_hardware(8))
     table = capsys.readouterr().out
     assert "breaks the budget" in table
     forced = gpu_args(tmp_path, max_length=32768, per_device_train_batch_size=8, memory_preset="8gb")
     forced.memory_preset_force = True
-    result = apply_memory_preset(forced, model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(8), print_table=False)
+    result = apply_memory_preset(forced, model_name=SMOLLM3, hardware=fake_cuda_hardware(8), print_table=False)
     assert not result.fits and result.culprits
 
 
 def test_gpu_tier_on_a_cpu_machine_is_refused(tmp_path):
     args = cpu_args(tmp_path, memory_preset="16gb")
     with pytest.raises(MemoryBudgetError, match="no GPU"):
-        apply_memory_preset(args, model_name=SMOLLM3, hardware=HardwareInfo.fake_cpu())
+        apply_memory_preset(args, model_name=SMOLLM3, hardware=fake_cpu_hardware())
 
 
 def test_unreadable_model_names_what_to_pass(tmp_path):
     args = cpu_args(tmp_path, memory_preset="16gb")
     with pytest.raises(ModelShapeError, match="local checkpoint"):
-        apply_memory_preset(args, model_name="someone/uncached-model", hardware=HardwareInfo.fake_cuda(16))
+        apply_memory_preset(args, model_name="someone/uncached-model", hardware=fake_cuda_hardware(16))
 
 
 def test_applied_changes_update_the_fields_transformers_derived(tmp_path):
     args = cpu_args(tmp_path, memory_preset="8gb", gradient_checkpointing=False)
     args.user_settings = UserSettings(explicit=frozenset({"output_dir", "bf16", "report_to", "memory_preset"}))
-    apply_memory_preset(args, model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(8), print_table=False)
+    apply_memory_preset(args, model_name=SMOLLM3, hardware=fake_cuda_hardware(8), print_table=False)
     assert args.optim == OptimizerNames.PAGED_ADAMW_8BIT
     assert args.gradient_checkpointing is True and args.activation_checkpointing is True
     assert args.bf16 is False and args.mixed_precision == "no"  # bf16 was explicit
@@ -298,7 +299,7 @@ def inject_oom(monkeypatch, failures=1):
 
 def test_out_of_memory_message_names_peak_estimate_and_smaller_preset(tmp_path):
     args = gpu_args(tmp_path, memory_preset="16gb")
-    result = apply_memory_preset(args, model_name=SMOLLM3, hardware=HardwareInfo.fake_cuda(16), print_table=False)
+    result = apply_memory_preset(args, model_name=SMOLLM3, hardware=fake_cuda_hardware(16), print_table=False)
     message = out_of_memory_message(args, torch.OutOfMemoryError("CUDA out of memory."), result)
     assert "Measured peak" in message and "GiB" in message
     assert "Estimate under memory_preset=16gb" in message and "memory_preset=12gb" in message

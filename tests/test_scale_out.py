@@ -86,12 +86,13 @@ def test_sharding_divides_model_states_not_activations():
 def test_doctor_shows_the_per_gpu_estimate_after_sharding(capsys):
     import argparse
 
+    from hardware_fakes import fake_cuda_hardware
+
     from trl_smol.commands import doctor
-    from trl_smol.memory import HardwareInfo
 
     recipe = str(REPO / "recipes" / "smollm3_full.yaml")
     args = argparse.Namespace(config=recipe, preset="40gb", model=None, accelerate_config=ZERO3, num_processes=None)
-    assert doctor.run(args, hardware=HardwareInfo.fake_cuda(40)) == 0
+    assert doctor.run(args, hardware=fake_cuda_hardware(40)) == 0
     out = capsys.readouterr().out
     assert "deepspeed-zero3 x8" in out and "Verdict per GPU after sharding: fits" in out
 

@@ -30,7 +30,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,12 +79,15 @@ KNOWN_WARNINGS: tuple[KnownWarning, ...] = (
 )
 
 
-def setting_names(argv: Iterable[str]) -> frozenset[str]:
+def setting_names(argv: Iterable[str], recipe: Mapping[str, Any] | None = None) -> frozenset[str]:
     """The settings a `trl sft` command line names: its `--key value` / `--key=value` flags and the keys of the recipe
-    given as `--config` (a recipe that cannot be read names none here: TRL reports it when it reads it)."""
+    (`recipe`, as the caller read it, or else the file given as `--config`; a recipe that cannot be read names none
+    here: TRL reports it when it reads it)."""
     argv = list(argv)
     names = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--") and len(arg) > 2}
-    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+    if recipe is not None:
+        names |= set(recipe)
+    elif "--config" in argv and argv.index("--config") + 1 < len(argv):
         import yaml
 
         try:

@@ -26,9 +26,9 @@ import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
 from . import __version__
-from .config import default_config
 from .demo import DEMO_MODEL_ID, demo_model_dir
 from .samples import SAMPLES_FILE
+from .settings import default_config
 
 # Settings that differ from the defaults in every run, or say nothing about the recipe.
 _NOISE_FIELDS = {"output_dir", "logging_dir", "hub_token", "_n_gpu", "local_rank", "distributed_state"}
@@ -177,7 +177,7 @@ def build_model_card(
         tags=tag_list,
     )
 
-    features = plan.features() if plan is not None else {}
+    features = plan.features(getattr(trainer, "distributed_engine", None)) if plan is not None else {}
     lines = [f"# {model_name}", ""]
     lines.append(
         f"Fine-tuned from `{base_id or 'an unnamed model'}` with TRL's `SFTTrainer` and the trl-smol {__version__} "

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from trl.scripts.utils import DatasetMixtureConfig, TrlParser
 from trl.trainer.sft_config import SFTConfig
 
-from .config import SmolSFTConfig, UserSettings
+from .config import SmolSFTConfig
 from .console import quiet_known_warnings, setting_names, step
 from .data.mixtures import SmolDatasetMixtureConfig
 from .data.smoltalk2 import after_parse
@@ -38,6 +38,7 @@ from .launch import (
     mark_default_cpu_threads,
     use_cpu_for_cpu_world,
 )
+from .settings import UserSettings
 
 # Top-level YAML keys consumed outside the dataclasses: `env` by TrlParser, `accelerate_config` by the trl CLI (it
 # becomes `accelerate launch --config_file`, accepting a path or a config name shipped with TRL).
@@ -82,9 +83,13 @@ class SmolTrlParser(TrlParser):
         if "--config" in argv and argv.index("--config") + 1 < len(argv):
             self._config_path = argv[argv.index("--config") + 1]
         role = current_role()
+        recipe = (
+            self._peek_recipe()
+        )  # read once here; TRL reads it again itself, and set_defaults_with_config keeps it
         if role != "cli":
-            argv = use_cpu_for_cpu_world(argv, self._peek_recipe)
-        with quiet_known_warnings(setting_names(argv)):  # TRL's defaults meet transformers' renames (console.py)
+            argv = use_cpu_for_cpu_world(argv, lambda: recipe)
+        # TRL's defaults meet transformers' renames (console.py): quiet where the user did not set them
+        with quiet_known_warnings(setting_names(argv, recipe)):
             outputs = super().parse_args_and_config(argv, *positional, **kwargs)  # calls set_defaults_with_config
         if role == "cli" and kwargs.get("return_remaining_strings"):
             parts = [outputs[-2], outputs[-1]] if kwargs.get("separate_remaining_strings") else [outputs[-1]]
@@ -108,13 +113,17 @@ class SmolTrlParser(TrlParser):
         return outputs
 
     def _peek_recipe(self) -> dict:
-        """The recipe's values before TRL reads it (whether it sets `use_cpu`); TRL's own reading records them."""
+        """The recipe's values before TRL reads it (its keys, whether it sets `use_cpu`); a recipe that cannot be read
+        is left to TRL, which reports it."""
         if not self._config_path:
             return {}
         import yaml
 
-        with open(self._config_path, encoding="utf-8") as recipe:
-            values = yaml.safe_load(recipe)
+        try:
+            with open(self._config_path, encoding="utf-8") as recipe:
+                values = yaml.safe_load(recipe)
+        except (OSError, ValueError, yaml.YAMLError):
+            return {}
         return values if isinstance(values, dict) else {}
 
     def known_keys(self) -> set[str]:

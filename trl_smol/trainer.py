@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import replace
 from typing import Any
 
 from datasets import DatasetDict, IterableDatasetDict
@@ -28,21 +27,17 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, TrainingArgumen
 from transformers.utils import logging
 from trl.trainer.sft_trainer import SFTTrainer
 
-from .callbacks import load_callback, run_first
-from .config import SmolSFTConfig, UserSettings, default_config, explicit_settings
+from .callbacks import run_first
+from .config import SmolSFTConfig
 from .console import RunConsole
 from .data import can_tokenize_fast, prepare_conversations, tokenize_conversations
-from .data.padding_free import guard_packed_batches, padding_free_collator
 from .distributed import describe_engine, settle_process_group
-from .labelled_scoring import LabelledScoring, sharded_sequence_problem
 from .launch import check_requested_engine, entered_through_trl_sft
 from .memory import MemoryMonitorCallback, handle_out_of_memory
 from .memory.hardware import bitsandbytes_4bit_error
 from .models import resolve_model_name
-from .plan import RunPlan, apply_run_plan, plan_run
-from .run_safety import InterruptCheckpoint
-from .run_safety.guards import guard_output_dir, resume_path, stop_after_interrupt, take_output_dir
-from .samples import SampleGenerationCallback
+from .plan import RunPlan, apply_run_plan, feature_named, plan_run
+from .settings import UserSettings, default_config, explicit_settings
 from .trackers import replace_trackio_callback
 
 logger = logging.get_logger(__name__)
@@ -117,6 +112,7 @@ class SmolSFTTrainer(SFTTrainer):
         if processing_class is None and model_name is not None:
             processing_class = AutoTokenizer.from_pretrained(model_name, trust_remote_code=args.trust_remote_code)
         templated = isinstance(processing_class, PreTrainedTokenizerBase) and _is_conversational(train_dataset)
+        # 1. Decide: one context, every feature's decision (trl_smol/plan.py, trl_smol/features/).
         self.run_plan: RunPlan = plan_run(
             args,
             model=None if isinstance(model, str) else model,
@@ -133,21 +129,16 @@ class SmolSFTTrainer(SFTTrainer):
         # The plugin's console (trl_smol.console) where it is active: `trl sft`, or a banner that lists a feature.
         active = entered_through_trl_sft() or bool(self.run_plan.features())
         self.run_console = RunConsole(active, user_settings=self.run_plan.explicit)
-        if self.run_plan.slow_precision and args.process_index == 0:
-            logger.warning(f"trl-smol: {self.run_plan.slow_precision}")
-        if self.run_plan.preset is not None and args.process_index == 0:
-            from rich.console import Console
+        if args.process_index == 0:
+            for warning in self.run_plan.warnings:
+                logger.warning(f"trl-smol: {warning}")
+            if self.run_plan.preset is not None:
+                from rich.console import Console
 
-            Console().print(self.run_plan.preset.table())
-        apply_run_plan(self.run_plan, args, processing_class if templated else None)
+                Console().print(self.run_plan.preset_table())
+        # 2. Prepare: the preset's changes and each feature's, before TRL sees the arguments and the tokenizer.
+        self.installed: dict[str, Any] = apply_run_plan(self.run_plan, args, processing_class if templated else None)
         self._retry_batch_size: int | None = None  # set after an out-of-memory error under `memory_preset: auto`
-        # The output dir, before the model loads: one run at a time, and `trl sft` (which passes
-        # `resume_from_checkpoint` to `train`) never mixes with a previous run. In Python, `train()` checks it.
-        self.output_dir_lock = take_output_dir(args, self.run_plan.run_id)
-        self._output_dir_checked = entered_through_trl_sft()
-        if self._output_dir_checked:
-            guard_output_dir(args, resume=bool(args.resume_from_checkpoint))
-        self._interrupt = InterruptCheckpoint() if args.save_on_interrupt else None
 
         self.run_console.step(f"Loading the model {model_name or type(model).__name__} ({self.run_plan.method})")
         with self.run_console.quiet():  # model loading and data preparation
@@ -159,38 +150,28 @@ class SmolSFTTrainer(SFTTrainer):
                 eval_dataset,
                 processing_class,
                 *positional,
-                callbacks=list(callbacks or [])
-                + self._plugin_callbacks(args)
-                + ([self._interrupt] if self._interrupt else []),
+                callbacks=list(callbacks or []) + self._plugin_callbacks(args),
                 peft_config=self.run_plan.peft_config,
                 quantization_config=self.run_plan.quantization_config,
                 **kwargs,
             )
         self.order_callbacks()
-        self._packed_guard = None
-        if self.run_plan.padding_free:
-            # TRL prepared (and truncated) the dataset as for padded batches; only the collation changes.
-            self.data_collator = padding_free_collator(self.processing_class.pad_token_id, args)
-            self._packed_guard = guard_packed_batches(self.model)
-        self.labelled_scoring = self._install_labelled_scoring()
-        self.run_plan = replace(self.run_plan, distributed=describe_engine(self.accelerator.state))
+        # 3. Install: what each feature puts into the trainer TRL built (collator, loss positions, ...).
+        for decision in self.run_plan.decisions:
+            installed = feature_named(decision.feature).install(decision, self)
+            if installed is not None:
+                self.installed[decision.feature] = installed
+        self.distributed_engine: str | None = describe_engine(self.accelerator.state)  # known once accelerate is up
         if self.accelerator.is_main_process:
-            print(self.run_plan.banner(), flush=True)
+            print(self.run_plan.banner(self.distributed_engine), flush=True)
 
     # --- callbacks -----------------------------------------------------------------------------------------------
     def _plugin_callbacks(self, args: SmolSFTConfig) -> list:
-        """The callbacks of the run plan: the plugin's own built from the plan, others from the registry."""
+        """The callbacks the features of the run plan add, in the plan's order."""
         built = []
-        for name in self.run_plan.callbacks:
-            if name == "samples":
-                template_defaults = args.template_defaults(self.run_plan.smollm3_template)
-                callback = SampleGenerationCallback.from_args(args, chat_template_kwargs=template_defaults)
-                callback.run_id = self.run_plan.run_id
-            elif name == "memory":
-                callback = MemoryMonitorCallback(estimate_bytes=self.run_plan.estimate_bytes)
-            else:
-                callback = load_callback(name, args)
-            built.append(callback)
+        for decision in self.run_plan.decisions:
+            feature = feature_named(decision.feature)
+            built += feature.callbacks(decision, self.run_plan, args, self.installed.get(decision.feature))
         return built
 
     def order_callbacks(self) -> None:
@@ -210,15 +191,11 @@ class SmolSFTTrainer(SFTTrainer):
         """Train as TRL does, with the output dir guarded (see [`trl_smol.run_safety`]): `resume_from_checkpoint=True`
         resumes from the newest *complete* checkpoint, naming any incomplete one it skips, and a run stopped by SIGTERM
         or SIGINT (`save_on_interrupt`) saves a checkpoint, then exits non-zero with one line saying how to resume."""
-        if not self._output_dir_checked:
-            guard_output_dir(self.args, resume=bool(resume_from_checkpoint))
-            self._output_dir_checked = True
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = resume_path(self.args.output_dir)
+        guard = self.installed["run_safety"]
+        resume_from_checkpoint = guard.before_train(self.args, resume_from_checkpoint)
         with self.run_console.quiet():
             result = super().train(resume_from_checkpoint, *args, **kwargs)
-        if self._interrupt is not None and self._interrupt.signal is not None:
-            stop_after_interrupt(self.args, self._interrupt)
+        guard.after_train(self.args)
         return result
 
     def training_step(self, *args, **kwargs):
@@ -235,25 +212,12 @@ class SmolSFTTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # TRL's loss, with its fused LM head handed only the labelled positions under `smol_score_labelled_only`
-        # (trl_smol/labelled_scoring.py). Asked for the outputs, TRL recomputes the full logits: left as it is.
-        if self.labelled_scoring is None or return_outputs or "labels" not in inputs:
+        # (trl_smol/features/labelled_scoring.py). Asked for the outputs, TRL recomputes the full logits: left as is.
+        scoring = self.installed.get("labelled_scoring")
+        if scoring is None or return_outputs or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        with self.labelled_scoring.only_labelled(inputs) as scored_inputs:
+        with scoring.only_labelled(inputs) as scored_inputs:
             return super().compute_loss(model, scored_inputs, return_outputs, num_items_in_batch)
-
-    def _install_labelled_scoring(self) -> LabelledScoring | None:
-        if not self.run_plan.labelled_scoring:
-            return None
-        problem = sharded_sequence_problem(self.accelerator.parallelism_config)
-        if problem is not None:  # known once accelerate is up, after the plan
-            if self.run_plan.labelled_scoring == "smol_score_labelled_only":  # the user's own setting
-                raise ValueError(
-                    f"smol_score_labelled_only: true cannot apply: {problem}. Set `smol_score_labelled_only: false`."
-                )
-            logger.warning(f"trl-smol: labelled-only loss positions withdrawn: {problem}.")
-            self.run_plan = replace(self.run_plan, labelled_scoring=None)
-            return None
-        return LabelledScoring(self.model)
 
     def _update_auto_batch_size(self, batch_size):
         # transformers' batch-size finder retries at 90%; after an OOM under `memory_preset: auto` we retry at half.
@@ -268,7 +232,7 @@ class SmolSFTTrainer(SFTTrainer):
                 args=args,
                 dataset_name=dataset_name,
                 processing_class=processing_class,
-                template_defaults=args.template_defaults(self.run_plan.smollm3_template),
+                template_defaults=self.run_plan.template_defaults(args),
             )
             # Batched rendering + tokenization with TRL's ids and masks; TRL then truncates and packs as usual.
             if not getattr(self, "_is_vision_dataset", False) and can_tokenize_fast(dataset, processing_class):
@@ -297,8 +261,7 @@ class SmolSFTTrainer(SFTTrainer):
         (see [`trl_smol.distributed`])."""
         settle_process_group()
         super().end()
-        if self.output_dir_lock is not None:
-            self.output_dir_lock.release()
+        self.installed["run_safety"].release()
 
     def create_model_card(
         self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None

@@ -25,11 +25,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..config import UserSettings
 from ..memory import GIB, HardwareInfo, MemoryBudgetError, ModelShapeError, breakdown_table, detect_hardware
 from ..memory.hardware import bitsandbytes_4bit_error
-from ..memory.tiers import PRESET_NAMES, TIERS, UnknownPresetError
+from ..memory.tiers import PRESET_NAMES, TIERS, Preset, UnknownPresetError, requested_preset
 from ..parser import UnknownRecipeKeyError
+from ..settings import UserSettings
 from .arguments import recipe_parser
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM3-3B-Base"
@@ -149,13 +149,12 @@ def slow_precision_as_written(
 ) -> str | None:
     """The slow-bf16 warning when the recipe as written (no preset) trains with bf16 autocast on this machine's CPU
     without native bf16 support: TRL's default `bf16: true` with `use_cpu: true`, or on a machine without a GPU."""
-    from ..memory.hardware import cpu_has_native_bf16
-    from ..plan import SLOW_BF16
+    from ..features.precision import slow_bf16_warning
 
-    if str(recipe.get("memory_preset", "none")).lower() != "none" or not detected:
+    if requested_preset(recipe.get("memory_preset", Preset.NONE)) is not Preset.NONE or not detected:
         return None  # a preset decides the precision (the plan above); another machine's CPU is unknown
     on_cpu = bool(recipe.get("use_cpu")) or hardware.accelerator == "cpu"
-    return SLOW_BF16 if training_args.bf16 and on_cpu and not cpu_has_native_bf16() else None
+    return slow_bf16_warning("bf16" if training_args.bf16 else "float32", use_cpu=on_cpu)
 
 
 def _yes(value: bool) -> str:
@@ -187,10 +186,14 @@ def run(args: argparse.Namespace, hardware: HardwareInfo | None = None) -> int:
             console.print(f"[red]trl-smol doctor: {error}[/red]", soft_wrap=True)
             return 2
     model = args.model or recipe.get("model_name_or_path") or DEFAULT_MODEL
-    preset = args.preset or recipe.get("memory_preset") or "auto"
-    if preset == "none":
+    try:
+        preset = requested_preset(args.preset or recipe.get("memory_preset") or Preset.AUTO)
+    except UnknownPresetError as error:
+        console.print(f"[red]trl-smol doctor: {error}[/red]", soft_wrap=True)
+        return 2
+    if preset is Preset.NONE:
         console.print("The recipe says memory_preset: none; showing what `auto` would do.")
-        preset = "auto"
+        preset = Preset.AUTO
     training_args = recipe_arguments(recipe)
     peft_config, quantization_config = recipe_peft(recipe)
 
@@ -214,7 +217,9 @@ def run(args: argparse.Namespace, hardware: HardwareInfo | None = None) -> int:
         console.print(f"[red]trl-smol doctor: {error}[/red]", soft_wrap=True)
         return 2
     result = plan.preset
-    console.print(result.table(title=f"Preset `{result.tier}` for {model}" + (" (auto)" if preset == "auto" else "")))
+    console.print(
+        plan.preset_table(title=f"Preset `{result.tier}` for {model}" + (" (auto)" if preset is Preset.AUTO else ""))
+    )
     if result.estimate is not None:
         console.print(breakdown_table(result.estimate, title="Estimated peak memory", budget=result.budget))
     console.print(f"Training method: {plan.method}; precision: {plan.precision}", soft_wrap=True)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import SmolSFTConfig
 from .arguments import non_negative_int, recipe_parser
+
+if TYPE_CHECKING:
+    from ..config import SmolSFTConfig
 
 
 @dataclass

@@ -16,14 +16,16 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from datasets import Dataset, IterableDataset
 
-from ..config import SmolSFTConfig
 from ..templating import canonical_tool_calls
 from .validation import InvalidConversationError, _clean_kwargs, _print_dropped, conversation_columns, logger
+
+if TYPE_CHECKING:
+    from ..config import SmolSFTConfig
 
 CUT_REASON = "cut to nothing by max_length"
 _CUT_COLUMN = "_trl_smol_cut_to_nothing"

@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset, IterableDataset
 from transformers.utils import logging
 
-from ..config import SmolSFTConfig
 from ..templating import SMOLLM3_TEMPLATE_KWARGS, is_smollm3_template
+
+if TYPE_CHECKING:
+    from ..config import SmolSFTConfig
 
 logger = logging.get_logger(__name__)
 

@@ -38,7 +38,8 @@ class HardwareInfo:
     """The hardware description the presets and the estimator work from. Build one by hand to plan for another machine.
 
     ```python
-    HardwareInfo.fake_cuda(16, name="Tesla T4", bf16=False, compute_capability=(7, 5))
+    t4 = DeviceInfo("Tesla T4", 16 * GIB, 16 * GIB, compute_capability=(7, 5))
+    HardwareInfo(accelerator="cuda", devices=(t4,), host_ram=64 * GIB, fp16=True, bnb_4bit=True)
     ```
     """
 
@@ -82,39 +83,6 @@ class HardwareInfo:
     def compute_capability(self) -> tuple[int, int] | None:
         capabilities = [device.compute_capability for device in self.devices if device.compute_capability]
         return min(capabilities) if capabilities else None
-
-    @classmethod
-    def fake_cuda(
-        cls,
-        gib: float,
-        *,
-        name: str = "NVIDIA GPU",
-        count: int = 1,
-        bf16: bool = True,
-        compute_capability: tuple[int, int] = (8, 0),
-        flash_attention: bool = False,
-        liger_kernel: bool = False,
-        host_ram_gib: float = 64,
-    ) -> HardwareInfo:
-        """A CUDA machine with `count` devices of `gib` GiB each, for planning and tests."""
-        device = DeviceInfo(name, int(gib * GIB), int(gib * GIB), compute_capability)
-        return cls(
-            accelerator="cuda",
-            devices=(device,) * count,
-            host_ram=int(host_ram_gib * GIB),
-            host_ram_available=int(host_ram_gib * GIB),
-            bf16=bf16,
-            fp16=True,
-            bnb_4bit=True,
-            flash_attention=flash_attention,
-            liger_kernel=liger_kernel,
-            triton=True,
-        )
-
-    @classmethod
-    def fake_cpu(cls, ram_gib: float = 16) -> HardwareInfo:
-        ram = int(ram_gib * GIB)
-        return cls(accelerator="cpu", host_ram=ram, host_ram_available=ram)
 
 
 def _installed(module: str) -> bool:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .hardware import GIB
 from .measure import measured_peak_bytes
-from .tiers import next_smaller_tier
+from .tiers import Preset, next_smaller_tier
 
 if TYPE_CHECKING:
     from .preset_result import PresetResult
@@ -67,7 +67,7 @@ def handle_out_of_memory(args: Any, preset: PresetResult | None, error: BaseExce
     if preset is None or not is_out_of_memory(error):
         return None
     if args.auto_find_batch_size:
-        if preset.requested == "auto" and batch_size > 1:
+        if preset.requested is Preset.AUTO and batch_size > 1:
             half = batch_size // 2
             args.gradient_accumulation_steps *= 2
             if args.process_index == 0:
@@ -78,6 +78,6 @@ def handle_out_of_memory(args: Any, preset: PresetResult | None, error: BaseExce
                     f"and gradient_accumulation_steps {args.gradient_accumulation_steps}[/yellow]"
                 )
             return half
-        if preset.requested != "auto":
+        if preset.requested is not Preset.AUTO:
             return None
     raise PresetOutOfMemoryError(out_of_memory_message(args, error, preset)) from error

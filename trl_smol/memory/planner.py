@@ -17,8 +17,10 @@ for row in plan.rows:  # every change and every conflict, with the reason
 
 A tier sets the method (QLoRA / LoRA / full fine-tuning), per-device batch and gradient accumulation (keeping the
 recipe's effective batch size), gradient checkpointing, the optimizer, the precision and load dtype, `max_length`
-when the recipe left it unset, and padding-free batches where FlashAttention is installed. It changes only settings
-that the recipe and the command line did not set (`explicit`, by default [`trl_smol.config.explicit_settings`]); a
+when the recipe left it unset, and the attention kernel where FlashAttention is installed. The plugin's levers
+(padding-free batches, labelled-only loss positions, CPU threads: `trl_smol.features`) add their own rows. It changes
+only settings that the recipe and the command line did not set (`explicit`, by default
+[`trl_smol.settings.explicit_settings`]); a
 LoRA or 4-bit config is created only when the caller passed none. [`apply_memory_preset`] writes the changes, prints
 every change and conflict in one table and stops when explicit settings make the estimate exceed the device, unless
 `memory_preset_force` is set.
@@ -31,11 +33,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import explicit_settings
-from ..launch import raisable_cpu_threads
+from ..settings import explicit_settings
 from .batching import choose_batch
 from .hardware import GIB, HardwareInfo, detect_hardware
-from .preset_result import PresetResult, PresetRow
+from .preset_result import PresetResult, PresetRow, RowStatus
 from .run_settings import (
     copy_with,
     dtype_name,
@@ -48,7 +49,7 @@ from .run_settings import (
     set_setting,
 )
 from .shapes import ModelShape, ModelShapeError, model_shape
-from .tiers import TIERS, MemoryBudgetError, resolve_tier
+from .tiers import TIERS, MemoryBudgetError, Preset, requested_preset, resolve_tier
 
 
 def plan_memory_preset(
@@ -80,12 +81,14 @@ def plan_memory_preset(
         current = get_setting(planned, setting)
         if is_explicit(setting, explicit):
             if current != value:
-                rows.append(PresetRow(setting, value, current, "kept: explicit", "set in the recipe or command line"))
+                rows.append(
+                    PresetRow(setting, value, current, RowStatus.KEPT_EXPLICIT, "set in the recipe or command line")
+                )
             return
         if current != value:
             set_setting(planned, setting, value)
             changes[setting] = value
-            rows.append(PresetRow(setting, value, value, "changed", reason))
+            rows.append(PresetRow(setting, value, value, RowStatus.CHANGED, reason))
 
     loaded_model = (
         model_name is not None and not isinstance(model_name, (str, ModelShape)) and hasattr(model_name, "parameters")
@@ -98,14 +101,18 @@ def plan_memory_preset(
         method = tier.method
         if method == "qlora" and not hardware.bnb_4bit and tier.accelerator == hardware.accelerator:
             method = "lora"
-            rows.append(PresetRow("method", "qlora", "lora", "unavailable", "bitsandbytes 4-bit is not usable here"))
+            rows.append(
+                PresetRow("method", "qlora", "lora", RowStatus.UNAVAILABLE, "bitsandbytes 4-bit is not usable here")
+            )
         elif method == "qlora" and loaded_model:
             method = "lora"
-            rows.append(PresetRow("method", "qlora", "lora", "unavailable", "the model is already loaded"))
+            rows.append(PresetRow("method", "qlora", "lora", RowStatus.UNAVAILABLE, "the model is already loaded"))
         else:
-            rows.append(PresetRow("method", tier.method, method, "changed", f"{tier.name} tier"))
+            rows.append(PresetRow("method", tier.method, method, RowStatus.CHANGED, f"{tier.name} tier"))
     elif method != tier.method:
-        rows.append(PresetRow("method", tier.method, method, "kept: explicit", "peft/quantization config passed"))
+        rows.append(
+            PresetRow("method", tier.method, method, RowStatus.KEPT_EXPLICIT, "peft/quantization config passed")
+        )
 
     # Precision: bf16 autocast where supported, fp16 otherwise; float32 on CPU.
     if tier.accelerator == "cpu":
@@ -130,14 +137,16 @@ def plan_memory_preset(
             if load_dtype != "float32":  # float32 is what TRL loads by default
                 init_kwargs["dtype"] = load_dtype
                 reason = "half-precision weights" + (" (4-bit projections)" if method == "qlora" else "")
-                rows.append(PresetRow("model_init_kwargs.dtype", load_dtype, load_dtype, "changed", reason))
+                rows.append(PresetRow("model_init_kwargs.dtype", load_dtype, load_dtype, RowStatus.CHANGED, reason))
         elif (init_kwargs.get("dtype") or init_kwargs.get("torch_dtype")) != load_dtype:
             current = init_kwargs.get("dtype") or init_kwargs.get("torch_dtype")
-            rows.append(PresetRow("model_init_kwargs.dtype", load_dtype, current, "kept: explicit", "set by the user"))
+            rows.append(
+                PresetRow("model_init_kwargs.dtype", load_dtype, current, RowStatus.KEPT_EXPLICIT, "set by the user")
+            )
         if hardware.flash_attention and "attn_implementation" not in init_kwargs and tier.accelerator == "cuda":
             init_kwargs["attn_implementation"] = "flash_attention_2"
             rows.append(PresetRow("model_init_kwargs.attn_implementation", "flash_attention_2", "flash_attention_2",
-                                  "changed", "FlashAttention is installed"))  # fmt: skip
+                                  RowStatus.CHANGED, "FlashAttention is installed"))  # fmt: skip
         if init_kwargs != (getattr(planned, "model_init_kwargs", None) or {}):
             planned.model_init_kwargs = init_kwargs
             changes["model_init_kwargs"] = init_kwargs
@@ -154,11 +163,11 @@ def plan_memory_preset(
     new_peft, new_quant = peft_config, quantization_config
     if not method_explicit and method in ("lora", "qlora"):
         new_peft = lora_config(tier.lora_r or 16)
-        rows.append(PresetRow("peft_config", f"LoRA r={new_peft.r}", f"LoRA r={new_peft.r}", "changed",
+        rows.append(PresetRow("peft_config", f"LoRA r={new_peft.r}", f"LoRA r={new_peft.r}", RowStatus.CHANGED,
                               "all 7 projections, alpha 2r, dropout 0"))  # fmt: skip
         if method == "qlora":
             new_quant = qlora_quantization_config(compute if compute != "float32" else "bfloat16")
-            rows.append(PresetRow("quantization_config", "NF4 + double quant", "NF4 + double quant", "changed",
+            rows.append(PresetRow("quantization_config", "NF4 + double quant", "NF4 + double quant", RowStatus.CHANGED,
                                   f"4-bit weights, {compute} compute"))  # fmt: skip
 
     # Budget: host RAM on CPU, else the tier's size (at most the device's).
@@ -202,22 +211,6 @@ def plan_memory_preset(
         choice.gradient_checkpointing,
         "needed to fit" if choice.gradient_checkpointing else "fits without recomputing activations: faster",
     )
-    # Padding-free batches: the same loss without computing padding tokens (data/padding_free.py).
-    if not (
-        args.packing or args.padding_free or is_explicit("packing", explicit) or is_explicit("padding_free", explicit)
-    ):
-        propose("smol_padding_free", True, "no padding computed; the same loss (TRL still truncates)")
-    # TRL's fused LM head projects every position unless it runs on CUDA/XPU with Triton (as TRL 1.16's
-    # `add_fused_lm_head` decides; trl_smol/labelled_scoring.py). XPU is not detected here, so it counts as elsewhere.
-    if tier.accelerator == "cpu" or hardware.accelerator != "cuda" or not hardware.triton:
-        propose("smol_score_labelled_only", True, "TRL's loss head scores every position here; only labelled "
-                "ones: the same loss")  # fmt: skip
-    # Threads: `trl sft` on a CPU trains with one thread unless told otherwise (launch.raisable_cpu_threads).
-    threads = raisable_cpu_threads() if tier.accelerator == "cpu" and hardware.accelerator == "cpu" else None
-    if threads is not None:
-        propose("smol_cpu_threads", threads[1], f"accelerate started training with {threads[0]} thread, its CPU "
-                f"default; each process has {threads[1]} cores")  # fmt: skip
-
     estimate = None
     culprits: list[str] = []
     if shape is not None:
@@ -227,16 +220,16 @@ def plan_memory_preset(
         if estimate.total_bytes > budget:
             culprits = _find_culprits(planned, tier, explicit, model_name, new_peft, new_quant, device, shape, budget)
             for row in rows:
-                if row.setting in culprits and row.status == "kept: explicit":
-                    row.status = "breaks the budget"
+                if row.setting in culprits and row.status is RowStatus.KEPT_EXPLICIT:
+                    row.status = RowStatus.BREAKS_BUDGET
             for culprit in culprits:
                 if not any(row.setting == culprit for row in rows):
                     rows.append(
-                        PresetRow(culprit, "-", get_setting(planned, culprit), "breaks the budget", "explicit")
+                        PresetRow(culprit, "-", get_setting(planned, culprit), RowStatus.BREAKS_BUDGET, "explicit")
                     )
     return PresetResult(
         tier=tier_name,
-        requested=name,
+        requested=requested_preset(name),
         hardware=hardware,
         method=method,
         rows=rows,
@@ -252,7 +245,7 @@ def plan_memory_preset(
 
 def _shape_or_none(model: Any, rows: list[PresetRow]) -> ModelShape | None:
     if model is None or model == "":
-        rows.append(PresetRow("estimate", "-", "-", "unavailable", "no model name: nothing to estimate"))
+        rows.append(PresetRow("estimate", "-", "-", RowStatus.UNAVAILABLE, "no model name: nothing to estimate"))
         return None
     return model_shape(model)  # raises ModelShapeError with what to do
 
@@ -293,8 +286,8 @@ def plan_requested_preset(
 ) -> PresetResult:
     """[`plan_memory_preset`] for `args.memory_preset`, refusing a GPU tier on a machine without one (unless
     `memory_preset_force`). Raises [`UnknownPresetError`] for an unknown name; nothing on `args` is modified."""
-    name = str(args.memory_preset).lower()
-    if name == "none":
+    name = requested_preset(args.memory_preset)
+    if name is Preset.NONE:
         raise ValueError("memory_preset is `none`: there is nothing to plan.")
     hardware = hardware or detect_hardware()
     tier_name = resolve_tier(name, hardware)

@@ -9,13 +9,29 @@ Console().print(result.table())  # every change and conflict, with the reason, a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from .estimate import MemoryEstimate
 from .hardware import GIB, HardwareInfo
-from .tiers import next_smaller_tier
+from .tiers import Preset, next_smaller_tier
 
 HEADROOM = 0.10  # verdict "fits" needs the estimate at or under 90% of the budget
+
+
+class RowStatus(str, Enum):
+    """What became of one setting a preset wanted (the `status` column of its table)."""
+
+    CHANGED = "changed"  # the preset set it
+    KEPT_EXPLICIT = "kept: explicit"  # the user set it; the preset left it
+    BREAKS_BUDGET = "breaks the budget"  # the user set it, and it makes the estimate exceed the budget
+    UNAVAILABLE = "unavailable"  # the preset wanted it, but it cannot apply here (the reason says why)
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
 
 @dataclass
@@ -25,7 +41,7 @@ class PresetRow:
     setting: str
     preset_value: Any
     value: Any
-    status: str  # "changed", "kept: explicit", "breaks the budget", "unavailable", "info"
+    status: RowStatus
     reason: str = ""
 
 
@@ -33,8 +49,8 @@ class PresetRow:
 class PresetResult:
     """What a preset decided. `peft_config` / `quantization_config` are what the trainer should use."""
 
-    tier: str
-    requested: str
+    tier: str  # the tier planned with (a key of TIERS)
+    requested: Preset
     hardware: HardwareInfo
     method: str
     rows: list[PresetRow]
@@ -69,11 +85,12 @@ class PresetResult:
         smaller = next_smaller_tier(self.tier)
         return f": try memory_preset={smaller}" if smaller else ": lower max_length or the batch size"
 
-    def table(self, title: str | None = None):
+    def table(self, title: str | None = None, rows: list[PresetRow] | None = None):
+        """The start-up table: `rows` (default: the preset's own; the run plan adds its features' rows)."""
         from rich.table import Table
 
         title = title or f"trl-smol memory preset `{self.tier}`" + (
-            f" (auto on {self.hardware.name})" if self.requested == "auto" else ""
+            f" (auto on {self.hardware.name})" if self.requested is Preset.AUTO else ""
         )
         table = Table(title=title, caption=f"estimate: {self.verdict}")
         table.add_column("setting", no_wrap=True)
@@ -81,10 +98,10 @@ class PresetResult:
         table.add_column("used", overflow="fold")
         table.add_column("status", no_wrap=True)
         table.add_column("why")
-        styles = {"changed": "green", "kept: explicit": "yellow", "breaks the budget": "bold red"}
-        for row in self.rows:
+        styles = {RowStatus.CHANGED: "green", RowStatus.KEPT_EXPLICIT: "yellow", RowStatus.BREAKS_BUDGET: "bold red"}
+        for row in self.rows if rows is None else rows:
             style = styles.get(row.status, "")
-            status = f"[{style}]{row.status}[/{style}]" if style else row.status
+            status = f"[{style}]{row.status.value}[/{style}]" if style else row.status.value
             table.add_row(row.setting, _show(row.preset_value), _show(row.value), status, row.reason)
         return table
 

@@ -2,10 +2,10 @@
 
 ```python
 from trl_smol.memory.tiers import TIERS, choose_tier
-from trl_smol.memory.hardware import HardwareInfo
+from trl_smol.memory.hardware import detect_hardware
 
 TIERS["16gb"].method                          # "lora"
-choose_tier(HardwareInfo.fake_cuda(24))       # "24gb"
+choose_tier(detect_hardware())                # "24gb" on a 24 GB GPU
 ```
 
 The tier values come from the estimator (`trl_smol.memory.estimate`) for SmolLM3-3B: each GPU tier leaves more than
@@ -15,6 +15,7 @@ The tier values come from the estimator (`trl_smol.memory.estimate`) for SmolLM3
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any
 
 from .hardware import GIB, HardwareInfo
@@ -67,7 +68,29 @@ TIERS: dict[str, MemoryTier] = {
         MemoryTier("80gb", 80, "full", 2, 8, 4096, True, "adamw_torch_fused", master_weights_fp32=True),
     )
 }
-PRESET_NAMES = ("none", "auto", *TIERS)
+
+
+class Preset(str, Enum):
+    """The values of `memory_preset`: `none` (stock TRL), `auto` (from the hardware) or a tier's name."""
+
+    NONE = "none"
+    AUTO = "auto"
+    CPU = "cpu"
+    GB8 = "8gb"
+    GB12 = "12gb"
+    GB16 = "16gb"
+    GB24 = "24gb"
+    GB40 = "40gb"
+    GB80 = "80gb"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+PRESET_NAMES = tuple(preset.value for preset in Preset)
 GPU_TIERS = tuple(name for name, tier in TIERS.items() if tier.accelerator == "cuda")
 
 
@@ -92,15 +115,25 @@ def choose_tier(hardware: HardwareInfo) -> str:
     return fitting[-1] if fitting else GPU_TIERS[0]
 
 
-def resolve_tier(name: str, hardware: HardwareInfo) -> str:
-    if name == "auto":
-        return choose_tier(hardware)
-    if name not in TIERS:
+def requested_preset(value: Any) -> Preset:
+    """`memory_preset` as a [`Preset`]; an unknown name raises [`UnknownPresetError`]."""
+    try:
+        return Preset(str(getattr(value, "value", value)).lower())
+    except ValueError:
         raise UnknownPresetError(
-            f"Unknown memory_preset `{name}`. Valid names: {', '.join(PRESET_NAMES)} (`auto` picks from the hardware, "
-            "`none` leaves every setting as the recipe says)."
-        )
-    return name
+            f"Unknown memory_preset `{value}`. Valid names: {', '.join(PRESET_NAMES)} (`auto` picks from the "
+            "hardware, `none` leaves every setting as the recipe says)."
+        ) from None
+
+
+def resolve_tier(name: Any, hardware: HardwareInfo) -> str:
+    """The tier a requested preset plans with: `auto` picks from the hardware."""
+    preset = requested_preset(name)
+    if preset is Preset.AUTO:
+        return choose_tier(hardware)
+    if preset is Preset.NONE:
+        raise UnknownPresetError("memory_preset `none` has no tier: there is nothing to plan.")
+    return preset.value
 
 
 def with_tier(tier: MemoryTier, **changes: Any) -> MemoryTier:

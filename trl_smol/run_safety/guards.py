@@ -84,3 +84,41 @@ def stop_after_interrupt(args: Any, interrupt: InterruptCheckpoint) -> None:
     print(message, file=sys.stderr, flush=True)
     number = interrupt.signal.value if interrupt.signal is not None else signal.SIGTERM.value
     raise SystemExit(128 + number)
+
+
+class RunGuard:
+    """The output dir and interruption guard of one trainer: the lock taken before the model loads, the check for a
+    previous run (before loading under `trl sft`, which passes `resume_from_checkpoint` in the arguments; at `train()`
+    in Python), the checkpoint on SIGTERM / SIGINT, and the lock released at the end.
+
+    ```python
+    guard = RunGuard(args, run_id, check_now=True, save_on_interrupt=True)   # before the model loads
+    resume = guard.before_train(args, resume_from_checkpoint)              # in train()
+    guard.after_train(args)                                                # exits 128+signal after an interruption
+    guard.release()                                                        # in end()
+    ```
+    """
+
+    def __init__(self, args: Any, run_id: str, *, check_now: bool, save_on_interrupt: bool):
+        self.lock = take_output_dir(args, run_id)
+        self.checked = check_now
+        if check_now:
+            guard_output_dir(args, resume=bool(args.resume_from_checkpoint))
+        self.interrupt = InterruptCheckpoint() if save_on_interrupt else None
+
+    def before_train(self, args: Any, resume_from_checkpoint: str | bool | None) -> str | bool | None:
+        """Check the output dir if that was left to `train()`, and resolve `True` to the newest complete checkpoint."""
+        if not self.checked:
+            guard_output_dir(args, resume=bool(resume_from_checkpoint))
+            self.checked = True
+        if resume_from_checkpoint is True:
+            return resume_path(args.output_dir)
+        return resume_from_checkpoint
+
+    def after_train(self, args: Any) -> None:
+        if self.interrupt is not None and self.interrupt.signal is not None:
+            stop_after_interrupt(args, self.interrupt)
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()

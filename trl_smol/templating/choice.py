@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..config import CHAT_TEMPLATE_MODES
+# Values of `smol_chat_template`: apply the SmolLM3 template when a SmolLM3 model needs it, always, or never.
+CHAT_TEMPLATE_MODES = ("auto", "smollm3", "keep")
 
 _BASE_CHECKPOINT = re.compile(r"smollm3.*base", re.IGNORECASE)
 

@@ -1,0 +1,85 @@
+"""Sample generation during training (`sample_prompts`, `sample_*`): see docs/samples.md.
+
+```yaml
+sample_prompts: [What is 2+2?, Name a colour.]   # or a .jsonl / .txt file
+sample_every_n_steps: 50
+```
+
+The callback itself ([`trl_smol.samples.SampleGenerationCallback`]) works in any `transformers.Trainer`; this module
+decides whether the run has it and builds it with the run's template defaults and run id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..samples import SampleGenerationCallback
+from .base import Decision, Feature, RunContext, Source
+
+
+@dataclass
+class SampleArguments:
+    """
+    sample_prompts (`list`, *optional*):
+        Prompts to generate from during training: strings, message lists, dicts with `messages` and
+        `chat_template_kwargs`, or a path to a `.jsonl`/`.txt` file. `None` turns sample generation off. Answers go to
+        the console, `output_dir/samples.jsonl` and the trackio/wandb tables (see [`SampleGenerationCallback`]).
+    sample_every_n_steps (`int`, *optional*, defaults to `100`):
+        Generate every this many optimizer steps; `0`: only at start and end.
+    sample_at_start (`bool`, *optional*, defaults to `True`):
+        Generate once before the first step, as a baseline (not when resuming from a checkpoint).
+    sample_at_end (`bool`, *optional*, defaults to `True`):
+        Generate once after the last step.
+    sample_max_new_tokens (`int`, *optional*, defaults to `96`):
+        Token budget of each sample; with `sample_every_n_steps` it sets the cost of sampling.
+    sample_do_sample (`bool`, *optional*, defaults to `False`):
+        Sample instead of greedy decoding.
+    sample_temperature (`float`, *optional*, defaults to `0.7`):
+        Temperature when `sample_do_sample` is on.
+    sample_top_p (`float`, *optional*, defaults to `0.95`):
+        Nucleus mass when `sample_do_sample` is on.
+    sample_seed (`int`, *optional*, defaults to `0`):
+        Seed of sampled generations: each pass reseeds with `sample_seed + step`, so the same step gives the same
+        text, and the training random state is not touched.
+    """
+
+    # Typed list[str] so the command line accepts `--sample_prompts a b` or a file; YAML and Python may give dicts.
+    sample_prompts: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Prompts to generate from during training (strings, message lists, dicts with messages and "
+            "chat_template_kwargs) or a path to a .jsonl/.txt file. Unset: no sample generation."
+        },
+    )
+    sample_every_n_steps: int = field(
+        default=100, metadata={"help": "Generate samples every this many optimizer steps (0: only at start/end)."}
+    )
+    sample_at_start: bool = field(default=True, metadata={"help": "Generate a baseline before the first step."})
+    sample_at_end: bool = field(default=True, metadata={"help": "Generate after the last step."})
+    sample_max_new_tokens: int = field(default=96, metadata={"help": "Maximum new tokens per sample."})
+    sample_do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding."})
+    sample_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
+    sample_top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass."})
+    sample_seed: int = field(default=0, metadata={"help": "Seed for sampled generations (reproducible per step)."})
+
+
+class Samples(Feature):
+    name = "samples"
+
+    def decide(self, context: RunContext) -> Decision:
+        if context.value("sample_prompts"):
+            return Decision(self.name, Source.USER, True, "sample_prompts")
+        if "samples" in (context.value("callbacks") or ()):
+            return Decision(self.name, Source.USER, True, "callbacks")
+        return Decision(self.name, Source.DEFAULT, False)
+
+    def describe(self, decision: Decision) -> str | None:
+        return None  # listed under `callbacks`
+
+    def callbacks(self, decision: Decision, plan: Any, args: Any, prepared: Any = None) -> list:
+        if not decision.on:
+            return []
+        callback = SampleGenerationCallback.from_args(args, chat_template_kwargs=plan.template_defaults(args))
+        callback.run_id = plan.run_id
+        return [callback]
