@@ -26,8 +26,10 @@ def fake_cuda_hardware(
     flash_attention: bool = False,
     liger_kernel: bool = False,
     host_ram_gib: float = 64,
+    hub_offline: bool = False,
 ) -> HardwareInfo:
-    """A CUDA machine with `count` devices of `gib` GiB each (all free), bitsandbytes 4-bit and Triton installed."""
+    """A CUDA machine with `count` devices of `gib` GiB each (all free), bitsandbytes 4-bit, Triton and `kernels`
+    installed; `flash_attention`: the flash-attn package too (FlashAttention 2)."""
     device = DeviceInfo(name, int(gib * GIB), int(gib * GIB), compute_capability)
     return HardwareInfo(
         accelerator="cuda",
@@ -37,7 +39,9 @@ def fake_cuda_hardware(
         bf16=bf16,
         fp16=True,
         bnb_4bit=True,
-        flash_attention=flash_attention,
+        attention_kernels=("sdpa", "eager", "flex_attention") + (("flash_attention_2",) if flash_attention else ()),
+        hub_kernels=True,
+        hub_offline=hub_offline,
         liger_kernel=liger_kernel,
         triton=True,
     )

@@ -292,17 +292,36 @@ def test_the_preset_benchmark_arms_differ_only_in_what_each_stands_for(tmp_path)
     import bench_presets
 
     base = {"model_name_or_path": "m", "max_length": 512, "seed": 42, "smol_chat_template": "smollm3", "max_steps": 3}
-    arms = bench_presets.arm_recipes(base, tmp_path)
-    stock, old, auto = arms["stock"], arms["preset 0.2.0"], arms["auto"]
-    assert not set(stock) & benchlib.plugin_only_keys()  # stock TRL: no plugin key, TRL's defaults for memory
+    long = {**base, "datasets": [{"path": "json", "data_files": "long_rows.jsonl"}]}
+    arms = bench_presets.arm_recipes(base, long, tmp_path)
+    assert set(arms) == set(bench_presets.ARMS)
+    old, auto = arms["preset 0.2.0"], arms["auto"]
+    for name in ("stock", "long rows, stock", "busy, stock"):  # stock TRL: no plugin key, TRL's defaults for memory
+        assert not set(arms[name]) & benchlib.plugin_only_keys()
+    assert arms["long rows, auto"]["datasets"] == arms["long rows, stock"]["datasets"] == long["datasets"]
+    assert arms["busy, auto"]["memory_preset"] == "auto" and "datasets" not in arms["busy, auto"]
     assert auto["memory_preset"] == "auto" and not set(auto) & set(bench_presets.MEMORY_KEYS)
     assert old["per_device_train_batch_size"] * old["gradient_accumulation_steps"] == 16  # 0.2.0's CPU tier
-    # the same data, length, seed and steps everywhere: the recipe's max_length changes no demo row
+    # the same length, seed and steps everywhere: the recipe's max_length changes no demo row, cuts every long row
     assert {(arm["max_length"], arm["seed"], arm["max_steps"]) for arm in arms.values()} == {(512, 42, 3)}
     # what the auto arm did is read from its banner
     banner = "trl-smol 0.2.0 active (trl sft, run 1): memory_preset=cpu, threads=2 (memory preset cpu)"
     run = benchlib.RunResult(label="auto", returncode=0, wall_seconds=1.0, banner=banner)
     assert bench_presets.features(run) == "memory_preset=cpu, threads=2 (memory preset cpu)"
+
+
+def test_long_rows_chain_demo_conversations_past_max_length(tmp_path):
+    import json
+
+    import bench_presets
+
+    source = benchlib.REPO_ROOT / "recipes" / "data" / "smollm3_demo.jsonl"
+    rows = [
+        json.loads(line)
+        for line in bench_presets.long_rows(source, tmp_path / "long.jsonl", rows=4).read_text().splitlines()
+    ]
+    assert len(rows) == 4 and all(len(row["messages"]) >= 16 for row in rows)
+    assert all(row["messages"][0]["role"] == "user" and row["messages"][-1]["role"] == "assistant" for row in rows)
 
 
 @pytest.mark.parametrize("script", ["gpu_bench.py", "gpu_memory.py", "gpu_packing.py", "gpu_scale_out.py"])

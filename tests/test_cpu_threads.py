@@ -4,7 +4,8 @@ accelerate's single-process launcher sets `OMP_NUM_THREADS=1` for the training p
 `num_cpu_threads_per_process` is given, so on a 2-core laptop `trl sft` runs at about 60% of the speed of the same
 training in a Python script (torch takes one thread per core there; tests/benchmarks/bench_presets.py). The CLI
 process marks such a launch for its training processes; under a memory preset they raise the count to the cores each
-process has, in the preset table and the banner. Without a preset, or with the user's own count, nothing changes.
+process has, in the preset table and the banner, but never more than the cores other processes leave free. Without a
+preset, or with the user's own count, nothing changes.
 """
 
 import pytest
@@ -14,7 +15,13 @@ from datasets import Dataset
 from trl_smol import SMOLLM3_CHAT_TEMPLATE, SmolSFTConfig, SmolSFTTrainer
 from trl_smol.config import UserSettings
 from trl_smol.features import Source
-from trl_smol.launch import DEFAULT_THREADS_ENV, has_accelerator, mark_default_cpu_threads, raisable_cpu_threads
+from trl_smol.launch import (
+    DEFAULT_THREADS_ENV,
+    busy_cores_of_other_processes,
+    has_accelerator,
+    mark_default_cpu_threads,
+    raisable_cpu_threads,
+)
 from trl_smol.testing import save_tiny_smollm3
 
 ROW = {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
@@ -27,6 +34,8 @@ def one_thread_launch(monkeypatch):
         pytest.skip("accelerate's CPU thread default applies to machines without an accelerator")
     monkeypatch.setenv(DEFAULT_THREADS_ENV, "1")
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    # An idle machine unless a test says otherwise (the measurement itself: test_other_processes_load_is_measured)
+    monkeypatch.setattr("trl_smol.features.cpu_threads.busy_cores_of_other_processes", lambda: 0.0)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     if raisable_cpu_threads() is None:
@@ -99,3 +108,35 @@ def test_a_python_script_keeps_torchs_own_threads_under_a_preset(monkeypatch, mo
 def test_a_thread_count_below_one_is_refused_naming_the_key():
     with pytest.raises(ValueError, match="smol_cpu_threads=0 is not valid"):
         SmolSFTConfig(output_dir="out", bf16=False, smol_cpu_threads=0)
+
+
+def test_a_preset_leaves_the_cores_other_processes_keep_busy(one_thread_launch, monkeypatch, model_dir, tmp_path):
+    """A browser, a second run or a CI job on the same cores: more threads than free cores are slower, so the preset's
+    raise is withdrawn (or lowered) and the table says why; the sample passes run with the same count."""
+    monkeypatch.setattr("trl_smol.features.cpu_threads.busy_cores_of_other_processes", lambda: one_thread_launch - 0.5)
+    args = SmolSFTConfig(output_dir=str(tmp_path), bf16=False, report_to="none", memory_preset="cpu")
+    trainer = SmolSFTTrainer(model=model_dir, args=args, train_dataset=Dataset.from_list([ROW]))
+    assert torch.get_num_threads() == 1 and trainer.run_plan["cpu_threads"].source is Source.WITHDRAWN
+    assert "threads=" not in trainer.run_plan.banner() and args.smol_cpu_threads is None
+    (row,) = [row for row in trainer.run_plan.preset_rows() if row.setting == "smol_cpu_threads"]
+    assert row.status == "unavailable" and "other processes keep" in row.reason and "cores busy" in row.reason
+
+
+def test_other_processes_load_is_measured():
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    idle = busy_cores_of_other_processes(0.5)
+    # A spinner outside this run: started by a shell that exits at once, so it is no descendant of our launcher.
+    started = subprocess.run(
+        ["sh", "-c", f"'{sys.executable}' -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    pid = int(started.stdout.strip())
+    try:
+        busy = busy_cores_of_other_processes(1.0)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    assert busy >= idle + 0.5, (idle, busy)  # about one more core busy

@@ -119,9 +119,14 @@ def test_each_setting_moves_the_estimate_the_right_way(change, bigger):
 
 
 def test_activations_scale_with_tokens_and_cpu_has_no_cuda_context():
-    short = estimate_memory(SMOLLM3, method="lora", max_length=1024, gradient_checkpointing=False)
-    long = estimate_memory(SMOLLM3, method="lora", max_length=2048, gradient_checkpointing=False)
+    varlen = {"method": "lora", "gradient_checkpointing": False, "attention": "flash_attention_2"}
+    short = estimate_memory(SMOLLM3, max_length=1024, **varlen)
+    long = estimate_memory(SMOLLM3, max_length=2048, **varlen)
     assert long.breakdown["activations"] == pytest.approx(2 * short.breakdown["activations"], rel=1e-6)
+    # SDPA (transformers' default) also holds a boolean mask of every pair of each row: rows x length^2 bytes
+    sdpa = estimate_memory(SMOLLM3, max_length=2048, per_device_train_batch_size=4, **{**varlen, "attention": "sdpa"})
+    flash = estimate_memory(SMOLLM3, max_length=2048, per_device_train_batch_size=4, **varlen)
+    assert sdpa.breakdown["activations"] - flash.breakdown["activations"] == 4 * 2048**2
     cuda = estimate_memory(SMOLLM3, method="lora", device="cuda")
     cpu = estimate_memory(SMOLLM3, method="lora", device="cpu")
     assert cuda.breakdown["overhead"] > 0.6 * GIB > cpu.breakdown["overhead"]

@@ -13,7 +13,12 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from trl_smol import SMOLLM3_CHAT_TEMPLATE, SmolSFTConfig, SmolSFTTrainer
 from trl_smol.config import UserSettings
-from trl_smol.data.padding_free import PackedBatchError, guard_packed_batches
+from trl_smol.data.padding_free import (
+    BoundedRowsCollator,
+    PackedBatchError,
+    guard_packed_batches,
+    padding_free_collator,
+)
 from trl_smol.features import FeatureError, Source
 from trl_smol.testing import save_tiny_smollm3, tiny_smollm3_model, tiny_smollm3_tokenizer
 
@@ -56,10 +61,52 @@ def test_padding_free_training_has_the_padded_runs_losses(model_dir, tmp_path, c
     assert packed_losses == pytest.approx(padded_losses, abs=1e-5) and len(packed_losses) == 3
     # TRL truncated the long rows to max_length before the padding-free collator saw them
     assert max(len(ids) for ids in packed.train_dataset["input_ids"]) == MAX_LENGTH
-    batch = packed.data_collator([packed.train_dataset[i] for i in range(4)])
-    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1
-    assert int((batch["position_ids"] == 0).sum()) == 4  # four sequences, each restarting its positions
-    assert isinstance(padded.data_collator, DataCollatorForLanguageModeling) and not padded.data_collator.padding_free
+    examples = [packed.train_dataset[i] for i in range(4)]
+    batch = packed.data_collator(examples)
+    # SDPA computes every pair of a row: rows no longer than the longest sequence, at most one per sequence
+    longest = max(len(example["input_ids"]) for example in examples)
+    assert (
+        "attention_mask" not in batch and batch["input_ids"].shape[0] <= 4 and batch["input_ids"].shape[1] <= longest
+    )
+    assert int((batch["position_ids"] == 0).sum()) >= 4  # each sequence (and each row's padding run) restarts
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_bounded_rows_have_the_padded_runs_losses_for_each_kernel_that_computes_every_pair(
+    model_dir, tmp_path, attention
+):
+    kernel = {"model_init_kwargs": {"attn_implementation": attention}}
+    _, padded_losses = train(model_dir, tmp_path / "padded", **kernel)
+    packed, packed_losses = train(model_dir, tmp_path / "packed", smol_padding_free=True, **kernel)
+    assert isinstance(packed.data_collator, BoundedRowsCollator)
+    assert packed_losses == pytest.approx(padded_losses, abs=1e-5) and len(packed_losses) == 3
+
+
+def test_bounded_rows_never_compute_more_than_padding():
+    """Rows of at most the longest sequence, at most one per sequence: never more tokens nor attention pairs than
+    the padded batch, fewer when short sequences share a row, and every label kept."""
+    collator = BoundedRowsCollator(pad_token_id=0, padding_free=True)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        lengths = torch.randint(2, 300, (int(torch.randint(1, 12, (1,), generator=generator)),), generator=generator)
+        examples = [{"input_ids": list(range(1, n + 1))} for n in lengths.tolist()]
+        batch = collator(examples)
+        rows, width = batch["input_ids"].shape
+        longest, count = int(lengths.max()), len(examples)
+        assert rows <= count and width <= longest
+        assert rows * width <= count * longest and rows * width**2 <= count * longest**2
+        assert int((batch["labels"] != -100).sum()) == int(
+            (lengths - 1).sum()
+        )  # each sequence's first token unlabelled
+    short = collator([{"input_ids": [1, 2, 3]}] * 4 + [{"input_ids": list(range(1, 13))}])
+    assert short["input_ids"].shape == (2, 12)  # four short rows share one row beside the long one
+
+
+def test_a_varlen_kernel_gets_one_row_per_micro_batch():
+    one_row = padding_free_collator(0, None, "flash_attention_2")
+    assert not isinstance(one_row, BoundedRowsCollator)
+    assert one_row([{"input_ids": [1, 2, 3]}, {"input_ids": [4, 5]}])["input_ids"].shape == (1, 5)
+    assert isinstance(padding_free_collator(0, None, "sdpa"), BoundedRowsCollator)
 
 
 def test_a_preset_turns_padding_free_on_and_a_recipe_packing_choice_wins(model_dir, tmp_path):

@@ -274,6 +274,43 @@ def raisable_cpu_threads(environ: Mapping[str, str] | None = None) -> tuple[int,
     return (threads, per_process) if per_process > threads else None
 
 
+def busy_cores_of_other_processes(interval: float = 0.5) -> float:
+    """How many cores processes outside this run keep busy, measured over `interval` seconds: the machine's busy time
+    minus that of this run's processes (this one, the process that launched it and all of that one's descendants:
+    the `trl sft` CLI and the other ranks). A browser, a second run or a CI job on the same machine counts."""
+    import time
+
+    import psutil
+
+    def run_processes() -> list[psutil.Process]:
+        me = psutil.Process()
+        try:
+            launcher = me.parent()
+            family = [launcher, *launcher.children(recursive=True)] if launcher is not None else [me]
+        except psutil.Error:
+            family = [me]
+        return family if me in family else [*family, me]
+
+    def busy(processes: list[psutil.Process]) -> tuple[float, float]:
+        times = psutil.cpu_times()
+        machine = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+        own = 0.0
+        for process in processes:
+            try:
+                cpu = process.cpu_times()
+                own += cpu.user + cpu.system
+            except psutil.Error:
+                continue
+        return machine, own
+
+    processes = run_processes()
+    started, (machine_before, own_before) = time.monotonic(), busy(processes)
+    time.sleep(interval)
+    machine_after, own_after = busy(processes)
+    elapsed = max(time.monotonic() - started, 1e-3)
+    return max(0.0, ((machine_after - machine_before) - (own_after - own_before)) / elapsed)
+
+
 def _accelerate_config_exists() -> bool:
     from accelerate.commands.config import default_config_file
 

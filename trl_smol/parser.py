@@ -104,7 +104,9 @@ class SmolTrlParser(TrlParser):
             mark_default_cpu_threads(launch_args)  # a memory preset may raise them
         # Record what the recipe and the command line set, so that presets leave those settings alone.
         cli_keys = given_options(argv)
-        explicit = frozenset((set(self._recipe) | cli_keys) & set(SmolSFTConfig.__dataclass_fields__))
+        # Every dataclass's keys, not only the training arguments': a ModelConfig key such as `dtype` reaches the
+        # trainer inside `model_init_kwargs`, which TRL's script fills with its defaults too.
+        explicit = frozenset(set(self._recipe) | cli_keys)
         for output in outputs:
             if isinstance(output, SmolSFTConfig):
                 output.user_settings = UserSettings(explicit, self._config_path, dict(self._recipe))

@@ -33,6 +33,7 @@ from .memory import PresetResult
 from .memory.hardware import HardwareInfo
 from .memory.planner import write_preset
 from .memory.preset_result import PresetRow
+from .memory.sharding import Sharding, sharding_from_environment
 from .settings import UserSettings, explicit_settings
 
 
@@ -165,6 +166,7 @@ def plan_run(
     custom_collator: bool = False,
     vision: bool = False,
     custom_loss: bool = False,
+    sharding: Sharding | None = None,
 ) -> RunPlan:
     """Resolve the run plan of `args` (a `SmolSFTConfig`, or recipe values for `trl-smol doctor`).
 
@@ -172,6 +174,8 @@ def plan_run(
     `conversational` decide the chat template (only chat data is templated). `explicit` overrides the settings the
     user set (default: [`trl_smol.settings.explicit_settings`]). `custom_collator` / `vision` / `custom_loss`: the
     caller passes its own data collator / an image dataset / a `compute_loss_func`, where some levers cannot apply.
+    `sharding`: what the engine shards (default: what `accelerate launch` told this process), so that the preset plans
+    the memory of each process.
     Raises what the preset planner raises (an unknown preset, a GPU tier without a GPU, a model whose shape cannot be
     read) and [`trl_smol.features.FeatureError`] for an explicit setting that cannot apply.
     """
@@ -194,6 +198,7 @@ def plan_run(
         peft_config=peft_config,
         quantization_config=quantization_config,
         environ=dict(os.environ),
+        sharding=sharding or sharding_from_environment(os.environ),
     )
     preset = MEMORY_PRESET.plan(context)
     if preset is not None:

@@ -5,13 +5,19 @@ trl-smol doctor                                   # SmolLM3-3B-Base with TRL's d
 trl-smol doctor --config recipes/smollm3_qlora.yaml
 trl-smol doctor --config recipe.yaml --preset 16gb   # plan for another machine's tier
 trl-smol doctor --config recipes/smollm3_full.yaml --accelerate_config recipes/accelerate/zero3.yaml --preset 40gb
+trl-smol doctor --config recipes/smollm3_lora.yaml --hardware l4           # plan for a machine you do not have
+trl-smol doctor --config recipes/smollm3_full.yaml --hardware 8xh100-80gb+fa3
 ```
+
+`--hardware` names a described machine (`trl_smol.memory.devices`): the same planner runs on its GPUs as torch would
+report them, `auto` picks that GPU's tier, and the verdict names it.
 
 With an accelerate config that shards (ZeRO, FSDP), the verdict is per GPU after sharding (`trl_smol.memory.sharding`).
 
 The recipe is read as YAML without building the training arguments, so a GPU recipe can be checked on a laptop; its
 keys are checked as `trl sft` checks them (a mistyped key is an error). The verdict follows what the run would do on
 this machine: QLoRA where bitsandbytes cannot quantize to 4-bit here "does not run here", as the trainer would stop.
+On a described machine, what its name says is installed (bitsandbytes on CUDA; FlashAttention only with `+fa2`/`+fa3`).
 Exit status: 0 when the run fits, 1 when it does not (or does not run here), 2 on bad input.
 """
 
@@ -26,7 +32,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ..memory import GIB, HardwareInfo, MemoryBudgetError, ModelShapeError, breakdown_table, detect_hardware
+from ..memory.devices import DEVICE_NAMES, UnknownDeviceError, described_hardware
 from ..memory.hardware import bitsandbytes_4bit_error
+from ..memory.preset_result import plans_table
 from ..memory.tiers import PRESET_NAMES, TIERS, Preset, UnknownPresetError, requested_preset
 from ..parser import UnknownRecipeKeyError
 from ..settings import UserSettings
@@ -46,7 +54,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="Accelerate config of a sharded run (ZeRO / FSDP): show the per-GPU estimate after sharding "
         "(default: the recipe's `accelerate_config`).",
     )
-    parser.add_argument("--num_processes", type=int, help="Processes of the sharded run (default: the config's).")
+    parser.add_argument(
+        "--num_processes",
+        type=int,
+        help="Processes of the sharded run (default: the GPUs of a described machine, else the config's).",
+    )
+    parser.add_argument(
+        "--hardware",
+        metavar="NAME",
+        help=f"Plan for a described machine instead of this one: {', '.join(DEVICE_NAMES)}; `8xh100-80gb` for 8 "
+        "GPUs, `+fa2`/`+fa3`/`+liger`/`+offline` for what it has installed (docs/memory.md).",
+    )
 
 
 def recipe_arguments(recipe: dict[str, Any]) -> types.SimpleNamespace:
@@ -68,6 +86,9 @@ def recipe_arguments(recipe: dict[str, Any]) -> types.SimpleNamespace:
         values["gradient_checkpointing"] = values["activation_checkpointing"]
     if values.get("bf16") is None:
         values["bf16"] = not values.get("fp16")  # TRL's rule
+    model_keys = {key: recipe[key] for key in ("attn_implementation", "dtype") if recipe.get(key)}
+    if model_keys:  # ModelConfig keys: `trl sft` passes them in model_init_kwargs
+        values["model_init_kwargs"] = model_keys | dict(values.get("model_init_kwargs") or {})
     values["process_index"] = 0
     return types.SimpleNamespace(**values)
 
@@ -97,17 +118,23 @@ def hardware_table(hardware: HardwareInfo) -> Table:
     table.add_column("item")
     table.add_column("value")
     table.add_row("accelerator", hardware.accelerator)
+    start = 0
     for index, device in enumerate(hardware.devices):
+        if index + 1 < hardware.count and hardware.devices[index + 1] == device:
+            continue  # identical devices share one row
         capability = ".".join(map(str, device.compute_capability)) if device.compute_capability else "-"
         table.add_row(
-            f"device {index}",
+            f"device {start}" if start == index else f"devices {start}-{index}",
             f"{device.name}: {device.total_memory / GIB:.1f} GiB total, {device.free_memory / GIB:.1f} GiB free, "
             f"compute capability {capability}",
         )
+        start = index + 1
     table.add_row("host RAM", f"{hardware.host_ram / GIB:.1f} GiB ({hardware.host_ram_available / GIB:.1f} available)")
     table.add_row("bf16", _yes(hardware.bf16))
     table.add_row("bitsandbytes 4-bit", _yes(hardware.bnb_4bit))
-    table.add_row("FlashAttention", _yes(hardware.flash_attention))
+    table.add_row("attention kernels", ", ".join(hardware.attention_kernels))
+    hub = "offline" if hardware.hub_offline else "online"
+    table.add_row("Hub kernels", f"[green]yes[/green] (Hub {hub})" if hardware.hub_kernels else "no")
     table.add_row("Liger kernels", _yes(hardware.liger_kernel))
     for note in hardware.notes:
         table.add_row("note", note)
@@ -199,10 +226,29 @@ def run(args: argparse.Namespace, hardware: HardwareInfo | None = None) -> int:
 
     # Planning only: a GPU tier may be checked on a machine without a GPU (`--preset 16gb` on a laptop).
     training_args.memory_preset, training_args.memory_preset_force = preset, True
-    explicit = frozenset(key for key in recipe if hasattr(training_args, key))
+    explicit = frozenset(recipe)  # as the recipe parser records them for `trl sft`
+    described = getattr(args, "hardware", None)
+    if hardware is None and described:
+        try:
+            hardware = described_hardware(described)
+        except UnknownDeviceError as error:
+            console.print(f"[red]trl-smol doctor: --hardware: {error}[/red]", soft_wrap=True)
+            return 2
     detected = hardware is None
     hardware = hardware or detect_hardware()
+    verdict = f"Verdict for `{described}` ({hardware.name}, described)" if described else "Verdict"
+    if described:
+        console.print(f"Planning for a described machine, `{described}`, not this one.", soft_wrap=True)
     console.print(hardware_table(hardware))
+    accelerate_config = getattr(args, "accelerate_config", None) or recipe.get("accelerate_config")
+    sharding = None
+    if accelerate_config:  # a sharded run is planned per process (memory/sharding.py)
+        from ..launch import accelerate_config_path
+        from ..memory.sharding import sharding_from_accelerate_config
+
+        processes = getattr(args, "num_processes", None) or (hardware.count if described else None)
+        path = accelerate_config_path(["--accelerate_config", accelerate_config])
+        sharding = sharding_from_accelerate_config(path, processes)
     try:
         plan = plan_run(
             training_args,
@@ -212,6 +258,7 @@ def run(args: argparse.Namespace, hardware: HardwareInfo | None = None) -> int:
             hardware=hardware,
             explicit=explicit,
             user=UserSettings(explicit, args.config, recipe),
+            sharding=sharding,
         )
     except (UnknownPresetError, ModelShapeError, MemoryBudgetError) as error:
         console.print(f"[red]trl-smol doctor: {error}[/red]", soft_wrap=True)
@@ -220,54 +267,36 @@ def run(args: argparse.Namespace, hardware: HardwareInfo | None = None) -> int:
     console.print(
         plan.preset_table(title=f"Preset `{result.tier}` for {model}" + (" (auto)" if preset is Preset.AUTO else ""))
     )
+    if result.batch is not None:
+        console.print(plans_table(result))
     if result.estimate is not None:
-        console.print(breakdown_table(result.estimate, title="Estimated peak memory", budget=result.budget))
-    console.print(f"Training method: {plan.method}; precision: {plan.precision}", soft_wrap=True)
+        where = f" per GPU, {sharding.label} ({accelerate_config})" if sharding is not None else ""
+        console.print(breakdown_table(result.estimate, title=f"Estimated peak memory{where}", budget=result.budget))
+    attention = plan["attention"]
+    console.print(
+        f"Training method: {plan.method}; precision: {plan.precision}; attention: {attention.value} "
+        f"({attention.reason})",
+        soft_wrap=True,
+    )
+    if attention.warning:
+        console.print(f"[bold yellow]{attention.warning}[/bold yellow]", soft_wrap=True)
     slow = slow_precision_as_written(recipe, training_args, hardware, detected=detected)
     if slow:
         console.print(f"[bold yellow]As written: {slow}[/bold yellow]", soft_wrap=True)
+    if plan.precision == "bf16" and hardware.accelerator == "cuda" and not hardware.bf16:
+        console.print(
+            f"[bold yellow]bf16 on {hardware.name}, which has no bf16: transformers stops before training "
+            '("doesn\'t support bf16/gpu"). Set `bf16: false`, or leave it unset under a memory preset (fp16 '
+            "here).[/bold yellow]",
+            soft_wrap=True,
+        )
     problem = four_bit_problem(plan, hardware, detected=detected)
     if problem is not None:
         console.print(
-            f"[bold red]Verdict: {_does_not_run_here(problem, recipe, result.tier)}[/bold red]", soft_wrap=True
+            f"[bold red]{verdict}: {_does_not_run_here(problem, recipe, result.tier)}[/bold red]", soft_wrap=True
         )
         return 1
-    accelerate_config = getattr(args, "accelerate_config", None) or recipe.get("accelerate_config")
-    if accelerate_config and result.estimate is not None:
-        return _sharded_verdict(console, plan, training_args, accelerate_config, getattr(args, "num_processes", None))
     style = "green" if result.fits else "red"
-    console.print(f"[bold {style}]Verdict: {result.verdict}[/bold {style}]", soft_wrap=True)
+    after = " per GPU after sharding" if sharding is not None and sharding.stage else ""
+    console.print(f"[bold {style}]{verdict}{after}: {result.verdict}[/bold {style}]", soft_wrap=True)
     return 0 if result.fits else 1
-
-
-def _sharded_verdict(
-    console: Console, plan: Any, training_args: Any, accelerate_config: str, num_processes: int | None
-) -> int:
-    """The per-process estimate after ZeRO / FSDP sharding, and whether it fits each GPU."""
-    import copy
-
-    from ..launch import accelerate_config_path
-    from ..memory import estimate_for_run
-    from ..memory.run_settings import set_setting
-    from ..memory.sharding import sharding_from_accelerate_config
-
-    result = plan.preset
-    planned = copy.copy(training_args)
-    for setting, value in result.changes.items():
-        set_setting(planned, setting, value)
-    path = accelerate_config_path(["--accelerate_config", accelerate_config])
-    sharding = sharding_from_accelerate_config(path, num_processes)
-    per_process = estimate_for_run(
-        planned, plan.model_name, peft_config=plan.peft_config,
-        quantization_config=plan.quantization_config, device=result.estimate.device, **sharding.estimate_kwargs(),
-    )  # fmt: skip
-    title = f"Estimated peak memory per GPU, {sharding.label} ({path})"
-    console.print(breakdown_table(per_process, title=title, budget=result.budget))
-    fraction = per_process.fraction_of(result.budget)
-    budget = f"{result.budget / GIB:.1f} GiB"
-    if fraction <= 1:
-        verdict, style = f"fits with {1 - fraction:.0%} headroom of {budget}", "green"
-    else:
-        verdict, style = f"does not fit ({fraction:.0%} of {budget})", "red"
-    console.print(f"[bold {style}]Verdict per GPU after sharding: {verdict}[/bold {style}]", soft_wrap=True)
-    return 0 if fraction <= 1 else 1

@@ -3,7 +3,7 @@
 ```python
 from trl_smol.data.padding_free import guard_packed_batches, padding_free_collator
 
-collator = padding_free_collator(pad_token_id=tokenizer.pad_token_id, args=args)  # TRL's collator, padding-free
+collator = padding_free_collator(tokenizer.pad_token_id, args, "sdpa")  # rows no longer than the longest sequence
 handle = guard_packed_batches(model)  # a packed batch with an attention mask or a KV cache raises
 ```
 
@@ -41,11 +41,80 @@ def packed_attention_supported(attn_implementation: str | None) -> bool:
     return name in PACKED_ATTENTION or name.endswith(("flash-attn", "flash-attn2", "flash-attn3", "flash_attention_2"))
 
 
-def padding_free_collator(pad_token_id: int, args: Any) -> DataCollatorForLanguageModeling:
-    """TRL's language-modeling collator in padding-free mode: one row, `position_ids`, `cu_seq_lens`, no mask."""
-    return DataCollatorForLanguageModeling(
-        pad_token_id=pad_token_id, padding_free=True, pad_to_multiple_of=getattr(args, "pad_to_multiple_of", None)
-    )
+# Kernels that compute only the pairs inside each packed sequence (varlen): one long row costs no more than its parts.
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
+
+
+def is_varlen(attn_implementation: str | None) -> bool:
+    name = attn_implementation or "sdpa"
+    return name in VARLEN_ATTENTION or name.endswith(("flash-attn", "flash-attn2", "flash-attn3"))
+
+
+def padding_free_collator(pad_token_id: int, args: Any, attn_implementation: str | None = None):
+    """The padding-free collator for the attention kernel the model runs with.
+
+    A varlen kernel (FlashAttention 2/3) gets TRL's own: the micro-batch in one row, `cu_seq_lens` for the kernel. Any
+    other (`sdpa`, `eager`, `flex_attention`) computes every pair of a row under a block mask, so one row of the whole
+    micro-batch would cost more than padding (8 rows of 1024 tokens: one 8192-token row, 8x the attention pairs):
+    those get [`BoundedRowsCollator`], whose rows are never longer than the micro-batch's longest sequence.
+    """
+    pad_to = getattr(args, "pad_to_multiple_of", None)
+    if is_varlen(attn_implementation):
+        return DataCollatorForLanguageModeling(pad_token_id=pad_token_id, padding_free=True, pad_to_multiple_of=pad_to)
+    return BoundedRowsCollator(pad_token_id=pad_token_id, padding_free=True, pad_to_multiple_of=pad_to)
+
+
+def first_fit_rows(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Indices of `lengths` packed first-fit decreasing into rows of at most `capacity` tokens."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        row = next((r for r, free in enumerate(room) if free >= lengths[index]), None)
+        if row is None:
+            rows.append([index])
+            room.append(capacity - lengths[index])
+        else:
+            rows[row].append(index)
+            room[row] -= lengths[index]
+    return rows
+
+
+class BoundedRowsCollator(DataCollatorForLanguageModeling):
+    """Padding-free batches whose rows are never longer than the micro-batch's longest sequence.
+
+    The sequences are packed first-fit decreasing into rows of at most that length (`position_ids` restarting at each
+    sequence), and each row is filled up to the longest row with a padding run that is a sequence of its own (its
+    `position_ids` restart too, its labels are -100), so no attention mask is needed and no sequence sees another.
+    With R rows of length T <= L (the longest sequence) and R <= B (the micro-batch), the batch computes at most the
+    B x L tokens and B x L^2 attention pairs of a padded batch, and fewer whenever short sequences share a row. The
+    loss is the padded batch's: the same tokens predicted from the same context.
+    """
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        lengths = [len(example["input_ids"]) for example in examples]
+        rows = [super(BoundedRowsCollator, self).torch_call([examples[i] for i in row])
+                for row in first_fit_rows(lengths, max(lengths))]  # fmt: skip
+        width = max(row["input_ids"].size(1) for row in rows)
+        keys = ("input_ids", "labels", "position_ids")
+        fill = {"input_ids": self.pad_token_id, "labels": -100}
+        batch = {key: torch.cat([_fill_row(row[key], width, fill.get(key)) for row in rows]) for key in keys}
+        # Sequence boundaries over the flattened batch, as TRL's collator marks a padding-free batch (the guard below
+        # reads them); the varlen kernels that would use them get TRL's one-row collator instead.
+        flat = batch["position_ids"].reshape(-1)
+        starts = (flat == 0).nonzero().flatten()
+        cu_seq_lens = torch.cat([starts, torch.tensor([flat.numel()])]).to(torch.int32)
+        batch["cu_seq_lens_q"] = batch["cu_seq_lens_k"] = cu_seq_lens
+        batch["max_length_q"] = batch["max_length_k"] = int(cu_seq_lens.diff().max())
+        return batch
+
+
+def _fill_row(row: torch.Tensor, width: int, value: int | None) -> torch.Tensor:
+    """`row` ([1, n]) filled to `width` with `value`, or for `position_ids` (value None) with a run restarting at 0."""
+    missing = width - row.size(1)
+    if missing == 0:
+        return row
+    tail = torch.arange(missing, dtype=row.dtype) if value is None else torch.full((missing,), value, dtype=row.dtype)
+    return torch.cat([row, tail.unsqueeze(0)], dim=1)
 
 
 def _packed(kwargs: dict[str, Any]) -> bool:

@@ -9,6 +9,7 @@ Adding a feature: write `features/<name>.py` with its arguments dataclass and it
 here (the instance in `FEATURES`, the arguments in `ARGUMENTS`). docs/architecture.md walks through one.
 """
 
+from .attention import Attention
 from .base import Decision, Entry, Feature, FeatureError, RunContext, Source
 from .chat_template import ChatTemplate, ChatTemplateArguments
 from .cpu_threads import CpuThreads, CpuThreadsArguments
@@ -29,6 +30,7 @@ MEMORY_PRESET = MemoryPreset()
 FEATURES: tuple[Feature, ...] = (
     Precision(),
     MEMORY_PRESET,
+    Attention(),
     PaddingFree(),
     CpuThreads(),
     LabelledScoringFeature(),

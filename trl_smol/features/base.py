@@ -25,6 +25,7 @@ from ..settings import UserSettings
 if TYPE_CHECKING:
     from ..memory import HardwareInfo, PresetResult
     from ..memory.preset_result import PresetRow
+    from ..memory.sharding import Sharding
 
 
 class Source(Enum):
@@ -95,6 +96,7 @@ class RunContext:
     custom_loss: bool = False
     peft_config: Any = None
     quantization_config: Any = None
+    sharding: Sharding | None = None  # what the engine shards (ZeRO / FSDP): the preset plans per process
     preset: PresetResult | None = None
     method: str = "full"
     environ: dict[str, str] = field(default_factory=dict, compare=False)

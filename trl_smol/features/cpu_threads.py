@@ -7,17 +7,18 @@ smol_cpu_threads: 2   # or let a memory preset on a CPU raise accelerate's defau
 `trl sft` on a CPU starts training with one thread: accelerate's launcher sets `OMP_NUM_THREADS=1` unless the variable
 or `num_cpu_threads_per_process` is given. The CLI process marks that default (`trl_smol.launch`), and a memory
 preset on a CPU then raises it to the cores each process has. A count the user set (the variable, the launcher
-option or `smol_cpu_threads`) is kept.
+option or `smol_cpu_threads`) is kept, and a preset never uses more threads than the cores other processes leave free
+(measured before the model loads): the sample passes run with the same count.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..launch import raisable_cpu_threads
+from ..launch import busy_cores_of_other_processes, raisable_cpu_threads
 from ..memory.tiers import TIERS
-from .base import Decision, RunContext
+from .base import Decision, RunContext, Source
 from .lever import PresetLever
 
 
@@ -50,6 +51,28 @@ class CpuThreads(PresetLever):
             raise ValueError(
                 f"smol_cpu_threads={args.smol_cpu_threads} is not valid; use a count >= 1, or leave it unset."
             )
+
+    def decide(self, context: RunContext) -> Decision:
+        decision = super().decide(context)
+        if decision.source is not Source.PRESET:
+            return decision  # the user's count, or no preset: as launched
+        # Never more threads than free cores: other processes' load (a browser, a second run, a CI job) is measured
+        # before the model loads (issue 23: on a 2-core machine at load 3-5, a matmul step took 143 ms with 2 threads
+        # against 55 ms with 1).
+        threads_now, _ = raisable_cpu_threads() or (1, decision.value)
+        local = max(int(context.environ.get("LOCAL_WORLD_SIZE", "1") or 1), 1)
+        cores = decision.value * local
+        others = busy_cores_of_other_processes()
+        usable = max(1, int((cores - others) / local + 0.25))  # a core counts as busy from 0.75 on
+        if usable <= threads_now:
+            reason = (
+                f"other processes keep {others:.1f} of the {cores} cores busy: more threads than free cores are slower"
+            )
+            return replace(decision, source=Source.WITHDRAWN, reason=reason)
+        if usable < decision.value:
+            value, why = usable, f"{decision.proposal[1]}; {others:.1f} kept busy by other processes"
+            return replace(decision, value=value, proposal=(value, why))
+        return decision
 
     def proposal(self, context: RunContext) -> tuple[Any, str] | None:
         hardware = context.preset.hardware

@@ -58,6 +58,7 @@ class MemoryPreset(Feature):
             quantization_config=context.quantization_config,
             hardware=context.hardware,
             explicit=context.explicit,
+            sharding=context.sharding,
         )
 
     def decide(self, context: RunContext) -> Decision:

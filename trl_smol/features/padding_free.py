@@ -4,8 +4,10 @@
 smol_padding_free: true   # or let a memory preset turn it on
 ```
 
-Each batch puts its sequences in one row, `position_ids` restarting at each one and no attention mask, while TRL still
-truncates rows to `max_length` (TRL's own `padding_free` does not allow that without packing). The loss is the same
+Each batch packs its sequences into rows, `position_ids` restarting at each one and no attention mask, while TRL still
+truncates rows to `max_length` (TRL's own `padding_free` does not allow that without packing). With a varlen kernel
+(FlashAttention) the micro-batch is one row; with any other kernel the rows are never longer than the micro-batch's
+longest sequence, so the batch never computes more tokens or attention pairs than a padded one. The loss is the same
 as with padded batches. The collator and the guard against packed batches that would mix sequences are in
 `trl_smol.data.padding_free`.
 """
@@ -74,5 +76,8 @@ class PaddingFree(PresetLever):
         if not decision.on:
             return None
         # TRL prepared (and truncated) the dataset as for padded batches; only the collation changes.
-        trainer.data_collator = padding_free_collator(trainer.processing_class.pad_token_id, trainer.args)
+        # With a varlen kernel, TRL's one row per micro-batch; otherwise rows no longer than the longest sequence,
+        # which never cost more than padding (trl_smol/data/padding_free.py).
+        attention = getattr(trainer.model.config, "_attn_implementation", None)
+        trainer.data_collator = padding_free_collator(trainer.processing_class.pad_token_id, trainer.args, attention)
         return guard_packed_batches(trainer.model)

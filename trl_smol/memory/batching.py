@@ -1,19 +1,20 @@
-"""How a memory preset splits the effective batch: the largest micro-batch that fits, then checkpointing off if free.
+"""How a memory preset splits the effective batch: the fastest plan that fits.
 
 ```python
 from trl_smol.memory.batching import choose_batch
 
-choice = choose_batch(8, fits=lambda micro, checkpointing, margin: micro <= 4 or checkpointing)
-choice.micro_batch, choice.accumulation, choice.gradient_checkpointing   # (4, 2, False)
+choice = choose_batch(8, peak=lambda micro, checkpointing: micro * 2**30 * (1 if checkpointing else 3),
+                      budget=16 * 2**30, seconds=lambda micro, accumulation, checkpointing: accumulation + micro)
+choice.micro_batch, choice.accumulation, choice.gradient_checkpointing   # the fastest candidate that fits
+choice.candidates                                                         # every candidate: seconds, peak, fits
 ```
 
 A preset keeps the number of rows per optimizer step (the recipe's, or TRL's default of 8 x 1), so the optimisation
-is the one the recipe describes; only how a step is computed changes. Larger micro-batches fill the device better
-and cost fewer accumulation passes (on an H200, SmolLM3-3B LoRA at 2048 tokens ran at 8,964 tokens/s with micro-batch
-2 x 8 and 14,548 with 8 x 1: docs/benchmarks.md), so the micro-batch is chosen first; gradient checkpointing (which
-recomputes every layer's forward in the backward, about a third more compute) is turned off only when the run fits
-without it at that micro-batch, with a wider margin ([`NO_CHECKPOINTING_MARGIN`]) because that estimate has only
-been checked on CPU.
+is the one the recipe describes; only how a step is computed changes. Every split of those rows (micro-batch x
+accumulation) with gradient checkpointing on and off is a candidate; the step-time model (`memory/speed.py`) ranks the
+ones whose estimate fits the budget, and the fastest wins: fewer, larger micro-steps pay less fixed cost per step,
+while checkpointing recomputes every layer's forward (about a third more compute). The estimate without
+checkpointing has only been checked on a CPU, so it must leave a wider margin ([`NO_CHECKPOINTING_MARGIN`]).
 """
 
 from __future__ import annotations
@@ -27,13 +28,27 @@ CHECKPOINTING_MARGIN = 0.10  # the preset's usual headroom (HEADROOM in preset_r
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """One way to compute a step: its estimated peak and seconds, and whether it fits with its margin."""
+
+    micro_batch: int
+    accumulation: int
+    gradient_checkpointing: bool
+    peak_bytes: int | None
+    seconds: float | None
+    fits: bool
+
+
+@dataclass(frozen=True)
 class BatchChoice:
-    """A split of the effective batch, and why."""
+    """A split of the effective batch, and the candidates it was chosen from (fastest fitting first)."""
 
     micro_batch: int
     accumulation: int
     gradient_checkpointing: bool
     fits: bool  # False: not even the smallest micro-batch fits the budget
+    candidates: tuple[Candidate, ...] = ()
+    seconds: float | None = None
 
     @property
     def effective(self) -> int:
@@ -48,23 +63,41 @@ def divisors(number: int) -> list[int]:
 def choose_batch(
     effective: int,
     *,
-    fits: Callable[[int, bool, float], bool],
+    peak: Callable[[int, bool], int | None],
+    budget: int,
+    seconds: Callable[[int, int, bool], float] | None = None,
     micro_batch: int | None = None,
     gradient_checkpointing: bool | None = None,
 ) -> BatchChoice:
-    """Split `effective` rows per step into micro-batch x accumulation.
+    """Split `effective` rows per step into micro-batch x accumulation, with checkpointing on or off.
 
-    `fits(micro, checkpointing, margin)` says whether the run's estimate stays `margin` under the budget. A given
-    `micro_batch` or `gradient_checkpointing` (set by the user) is kept; the rest is chosen: the largest micro-batch
-    dividing `effective` that fits with checkpointing on, then checkpointing off when that micro-batch also fits
-    without it (with [`NO_CHECKPOINTING_MARGIN`]).
+    `peak(micro, checkpointing)` estimates the peak bytes (None: no estimate, then only the smallest plan with
+    checkpointing counts as fitting), `seconds(micro, accumulation, checkpointing)` the step time (None: the largest
+    micro-batch wins, checkpointing off when it fits). A given `micro_batch` or `gradient_checkpointing` (set by the
+    user) is kept; the rest is chosen: the fastest candidate whose estimate stays under the budget by its margin.
     """
-    candidates = [micro_batch] if micro_batch else divisors(max(1, effective))
-    checkpointing = True if gradient_checkpointing is None else gradient_checkpointing
-    margin = NO_CHECKPOINTING_MARGIN if not checkpointing else CHECKPOINTING_MARGIN
-    chosen = next((micro for micro in candidates if fits(micro, checkpointing, margin)), None)
-    fitting = chosen is not None
-    chosen = chosen or candidates[-1]
-    if gradient_checkpointing is None and fitting and fits(chosen, False, NO_CHECKPOINTING_MARGIN):
-        checkpointing = False
-    return BatchChoice(chosen, max(1, effective // chosen), checkpointing, fitting)
+    micros = [micro_batch] if micro_batch else divisors(max(1, effective))
+    checkpointings = [gradient_checkpointing] if gradient_checkpointing is not None else [False, True]
+    candidates = []
+    for micro in micros:
+        for checkpointing in checkpointings:
+            accumulation = max(1, effective // micro)
+            estimate = peak(micro, checkpointing)
+            margin = CHECKPOINTING_MARGIN if checkpointing else NO_CHECKPOINTING_MARGIN
+            fits = estimate <= (1 - margin) * budget if estimate is not None else checkpointing and micro == micros[-1]
+            time = seconds(micro, accumulation, checkpointing) if seconds is not None else None
+            candidates.append(Candidate(micro, accumulation, checkpointing, estimate, time, fits))
+
+    def rank(candidate: Candidate) -> tuple:
+        # Fitting first; then the fastest (or, without a step-time model, the largest micro-batch, checkpointing off).
+        time = candidate.seconds if candidate.seconds is not None else 0.0
+        return (not candidate.fits, time, -candidate.micro_batch, candidate.gradient_checkpointing)
+
+    ordered = tuple(sorted(candidates, key=rank))
+    best = ordered[0]
+    if not best.fits:  # nothing fits: the smallest micro-batch, checkpointing as the user said or on
+        smallest = [c for c in candidates if c.micro_batch == micros[-1]]
+        best = next((c for c in smallest if c.gradient_checkpointing), smallest[0])
+    return BatchChoice(
+        best.micro_batch, best.accumulation, best.gradient_checkpointing, best.fits, ordered, best.seconds
+    )

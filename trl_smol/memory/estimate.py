@@ -136,6 +136,7 @@ def estimate_memory(
     weights_resident: bool = True,
     shard_stage: int = 0,
     shard_processes: int = 1,
+    attention: str | None = None,
 ) -> MemoryEstimate:
     """Estimate the peak memory of SFT on one device (the formula is in the module docstring).
 
@@ -150,6 +151,8 @@ def estimate_memory(
         shard_stage, shard_processes: per-process memory when ZeRO / FSDP splits model states over
             `shard_processes` processes: stage 1 the optimizer states, 2 also the gradients, 3 (ZeRO-3, FSDP full
             shard) also the weights (`trl_smol.memory.sharding`). Activations are per process.
+        attention: the attention implementation (None: transformers' default, `sdpa`). Kernels other than the
+            varlen FlashAttention ones hold a mask of every pair of each row; `eager` also its probabilities.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown method `{method}`; use one of {', '.join(METHODS)}.")
@@ -214,6 +217,16 @@ def estimate_memory(
     if use_liger_kernel:
         per_token = int(per_token * 0.9)  # fused RMSNorm/SwiGLU keep fewer intermediates
     activations = tokens * (per_token + 2 * b_w * h)  # + embedding output and final norm
+    if not _varlen(attention):
+        # SDPA / eager / flex attention build a boolean mask of every pair of each row (padded or packed rows alike;
+        # the plugin's padding-free rows are never longer than the batch's longest sequence); eager also keeps each
+        # layer's attention probabilities for the backward (one layer's under checkpointing).
+        rows, length = max(1, per_device_train_batch_size), max_length or 1024
+        activations += rows * length * length
+        if attention == "eager":
+            kept = 1 if gradient_checkpointing else layers
+            activations += rows * shape.num_attention_heads * length * length * b_c * kept
+        notes.append(f"{attention or 'sdpa'} attention: a mask of every pair of each row is counted in activations")
 
     # Logits and loss: TRL's fused LM head.
     tile = min(tokens, LOGPROB_TOKEN_TILE) * min(vocab, LOGPROB_VOCAB_TILE)
@@ -314,3 +327,8 @@ __all__ = [
     "estimate_memory",
     "model_shape",
 ]
+
+
+def _varlen(attention: str | None) -> bool:
+    """FlashAttention 2/3 (the package or a Hub kernel) compute each sequence's pairs without a mask."""
+    return bool(attention) and ("flash" in attention)

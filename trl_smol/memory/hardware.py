@@ -7,15 +7,18 @@ hardware = detect_hardware()
 hardware.accelerator          # "cuda", "mps" or "cpu"
 hardware.device_memory        # bytes usable on the smallest device (host RAM on CPU)
 hardware.bf16                 # bf16 mixed precision supported
+hardware.attention_kernels    # ("sdpa", "eager", "flex_attention", "flash_attention_2"): what loads without a download
 ```
 
-Everything is read through torch, `importlib` and psutil; nothing is allocated on the device beyond the CUDA context
-that `torch.cuda.mem_get_info` creates.
+Everything is read through torch, `importlib`, the environment and psutil; nothing is allocated on the device beyond
+the CUDA context that `torch.cuda.mem_get_info` creates. A machine you do not have is described by name in
+`trl_smol.memory.devices` (`trl-smol doctor --hardware h100-80gb`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass, field
 
 import psutil
@@ -50,8 +53,14 @@ class HardwareInfo:
     bf16: bool = False
     fp16: bool = False
     bnb_4bit: bool = False
-    flash_attention: bool = False
-    liger_kernel: bool = False
+    # transformers' `attn_implementation` names that load here without a download: SDPA and eager always, flex
+    # attention where torch has it, FlashAttention 2 / 3 only where their packages are installed and the GPU runs them.
+    attention_kernels: tuple[str, ...] = ("sdpa", "eager")
+    # `kernels` is installed: transformers then fetches Hub kernels for some layers at load by default (for SmolLM3 on
+    # CUDA, Liger's RMSNorm from `kernels-community/liger-kernels`), and with `use_kernels` (TRL 1.16's path to Liger).
+    hub_kernels: bool = False
+    hub_offline: bool = False  # HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: nothing is fetched from the Hub
+    liger_kernel: bool = False  # the `liger_kernel` package is installed and the GPU is Ampere or newer
     triton: bool = False  # Triton is installed: TRL's fused LM head then scores only labelled positions on CUDA
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -84,9 +93,65 @@ class HardwareInfo:
         capabilities = [device.compute_capability for device in self.devices if device.compute_capability]
         return min(capabilities) if capabilities else None
 
+    @property
+    def flash_attention(self) -> bool:
+        """A FlashAttention package (2 or 3) is installed and runs on these GPUs (the boolean field of 0.3)."""
+        return any(name.startswith("flash_attention") for name in self.attention_kernels)
+
 
 def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that cannot be imported
+        return False
+
+
+def _package(module: str, distribution: str) -> bool:
+    """`module` is importable and shipped by `distribution` (`flash_attn` is also the module of FlashAttention 4, whose
+    distribution is `flash-attn-4`; transformers tells them apart the same way)."""
+    if not _installed(module):
+        return False
+    from importlib.metadata import packages_distributions
+
+    shipped = packages_distributions().get(module, [])
+    return distribution in {name.lower().replace("_", "-") for name in shipped}
+
+
+_TRUE = ("1", "on", "yes", "true", "y")
+
+
+def hub_offline() -> bool:
+    """Whether the environment forbids Hub downloads (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)."""
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    return any(os.environ.get(name, "").strip().lower() in _TRUE for name in names)
+
+
+def hub_kernels_installed() -> bool:
+    """`kernels` is installed in a version transformers uses, and `USE_HUB_KERNELS` does not switch it off."""
+    if os.environ.get("USE_HUB_KERNELS", "yes").strip().lower() not in _TRUE or not _installed("kernels"):
+        return False
+    try:
+        from transformers.utils import is_kernels_available
+    except ImportError:
+        return False
+    return bool(is_kernels_available())
+
+
+def attention_kernels(accelerator: str, capability: tuple[int, int] | None) -> tuple[str, ...]:
+    """The attention implementations that load on this machine without a download (see `HardwareInfo`).
+
+    A Hub kernel never counts: `flash_attention_2` without the `flash_attn` package makes transformers fetch
+    `kernels-community/flash-attn2` from the Hub when the model loads, which an offline machine cannot.
+    """
+    found = ["sdpa", "eager"]
+    if _installed("torch.nn.attention.flex_attention"):
+        found.append("flex_attention")
+    if accelerator == "cuda" and capability is not None:
+        if capability >= (8, 0) and _package("flash_attn", "flash-attn"):
+            found.append("flash_attention_2")
+        if capability[0] == 9 and _package("flash_attn_interface", "flash-attn-3"):
+            found.append("flash_attention_3")
+    return tuple(found)
 
 
 def detect_hardware() -> HardwareInfo:
@@ -108,16 +173,17 @@ def detect_hardware() -> HardwareInfo:
                 notes.append(f"cuda:{index}: free memory unknown")
             devices.append(DeviceInfo(props.name, int(total), int(free), (props.major, props.minor)))
         capability = min(device.compute_capability for device in devices)
-        ampere = capability >= (8, 0)
         return HardwareInfo(
             accelerator="cuda",
             devices=tuple(devices),
             bf16=bool(torch.cuda.is_bf16_supported(including_emulation=False)),
             fp16=True,
             bnb_4bit=_installed("bitsandbytes"),
-            # FlashAttention 2 and the Liger (Triton) kernels need Ampere or newer and their packages.
-            flash_attention=ampere and (_installed("flash_attn") or _installed("kernels")),
-            liger_kernel=ampere and _installed("liger_kernel"),
+            attention_kernels=attention_kernels("cuda", capability),
+            hub_kernels=hub_kernels_installed(),
+            hub_offline=hub_offline(),
+            # The Liger (Triton) kernels need Ampere or newer.
+            liger_kernel=capability >= (8, 0) and _installed("liger_kernel"),
             triton=_installed("triton"),
             notes=tuple(notes),
             **host,
@@ -132,11 +198,21 @@ def detect_hardware() -> HardwareInfo:
             devices=(DeviceInfo("Apple MPS", budget, free),),
             bf16=True,
             fp16=True,
+            attention_kernels=attention_kernels("mps", None),
+            hub_kernels=hub_kernels_installed(),
+            hub_offline=hub_offline(),
             notes=("bitsandbytes 4-bit, FlashAttention and Liger need CUDA",),
             **host,
         )
 
-    return HardwareInfo(accelerator="cpu", notes=("no accelerator found: training runs on the CPU",), **host)
+    return HardwareInfo(
+        accelerator="cpu",
+        attention_kernels=attention_kernels("cpu", None),
+        hub_kernels=hub_kernels_installed(),
+        hub_offline=hub_offline(),
+        notes=("no accelerator found: training runs on the CPU",),
+        **host,
+    )
 
 
 def bitsandbytes_4bit_error(device: str | None = None) -> str | None:

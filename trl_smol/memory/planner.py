@@ -49,6 +49,8 @@ from .run_settings import (
     set_setting,
 )
 from .shapes import ModelShape, ModelShapeError, model_shape
+from .sharding import Sharding
+from .speed import step_time_model
 from .tiers import TIERS, MemoryBudgetError, Preset, requested_preset, resolve_tier
 
 
@@ -61,6 +63,7 @@ def plan_memory_preset(
     quantization_config: Any = None,
     hardware: HardwareInfo | None = None,
     explicit: frozenset[str] | None = None,
+    sharding: Sharding | None = None,
 ) -> PresetResult:
     """Decide what preset `name` changes, on a copy of `args`; nothing on `args` is modified.
 
@@ -133,20 +136,33 @@ def plan_memory_preset(
             load_dtype = "float32"
         else:
             load_dtype = compute
-        if "dtype" not in init_kwargs and "torch_dtype" not in init_kwargs:
-            if load_dtype != "float32":  # float32 is what TRL loads by default
+        # TRL's `sft` script fills `model_init_kwargs.dtype` with ModelConfig's default: only a dtype the user set
+        # (the recipe's `dtype`, or their own `model_init_kwargs`) is kept. Unset, TRL loads float32.
+        current = init_kwargs.get("dtype") or init_kwargs.get("torch_dtype")
+        if current is None or not explicit & {"dtype", "torch_dtype", "model_init_kwargs"}:
+            if (current or "float32") != load_dtype:
+                init_kwargs.pop("torch_dtype", None)
                 init_kwargs["dtype"] = load_dtype
                 reason = "half-precision weights" + (" (4-bit projections)" if method == "qlora" else "")
                 rows.append(PresetRow("model_init_kwargs.dtype", load_dtype, load_dtype, RowStatus.CHANGED, reason))
-        elif (init_kwargs.get("dtype") or init_kwargs.get("torch_dtype")) != load_dtype:
-            current = init_kwargs.get("dtype") or init_kwargs.get("torch_dtype")
+        elif current != load_dtype:
             rows.append(
                 PresetRow("model_init_kwargs.dtype", load_dtype, current, RowStatus.KEPT_EXPLICIT, "set by the user")
             )
-        if hardware.flash_attention and "attn_implementation" not in init_kwargs and tier.accelerator == "cuda":
-            init_kwargs["attn_implementation"] = "flash_attention_2"
-            rows.append(PresetRow("model_init_kwargs.attn_implementation", "flash_attention_2", "flash_attention_2",
-                                  RowStatus.CHANGED, "FlashAttention is installed"))  # fmt: skip
+        if tier.accelerator == "cuda":  # kernels that load here without a download (memory/kernels.py)
+            from .kernels import choose_attention, choose_hub_kernels, model_type_of
+
+            attention, why = choose_attention(hardware, model_type_of(model_name))
+            # `trl sft` passes `attn_implementation: None` for a recipe without it; sdpa is transformers' default.
+            if init_kwargs.get("attn_implementation") is None and attention.startswith("flash_attention"):
+                init_kwargs["attn_implementation"] = attention
+                rows.append(PresetRow("model_init_kwargs.attn_implementation", attention, attention,
+                                      RowStatus.CHANGED, why))  # fmt: skip
+            hub_kernels = choose_hub_kernels(hardware)
+            if hub_kernels is not None and init_kwargs.get("use_kernels") is None:
+                init_kwargs["use_kernels"] = hub_kernels[0]
+                rows.append(PresetRow("model_init_kwargs.use_kernels", hub_kernels[0], hub_kernels[0],
+                                      RowStatus.CHANGED, hub_kernels[1]))  # fmt: skip
         if init_kwargs != (getattr(planned, "model_init_kwargs", None) or {}):
             planned.model_init_kwargs = init_kwargs
             changes["model_init_kwargs"] = init_kwargs
@@ -156,8 +172,6 @@ def plan_memory_preset(
         optim = "adamw_torch_fused"
     propose("optim", optim, "8-bit states: 2 B/param" if "8bit" in optim else "fused AdamW: no update copy")
     propose("max_length", tier.max_length, "sequence length this tier is sized for")
-    if hardware.liger_kernel and tier.accelerator == "cuda":
-        propose("use_liger_kernel", True, "Liger kernels are installed")
 
     # PEFT / 4-bit configs, only when the caller passed none.
     new_peft, new_quant = peft_config, quantization_config
@@ -166,30 +180,44 @@ def plan_memory_preset(
         rows.append(PresetRow("peft_config", f"LoRA r={new_peft.r}", f"LoRA r={new_peft.r}", RowStatus.CHANGED,
                               "all 7 projections, alpha 2r, dropout 0"))  # fmt: skip
         if method == "qlora":
-            new_quant = qlora_quantization_config(compute if compute != "float32" else "bfloat16")
+            # Under ZeRO-3 / FSDP full sharding the 4-bit weights are stored in the compute dtype so that they can be
+            # flattened and sharded with the rest (PEFT's guide to QLoRA with DeepSpeed / FSDP).
+            sharded = sharding is not None and sharding.stage == 3
+            new_quant = qlora_quantization_config(compute if compute != "float32" else "bfloat16", sharded=sharded)
             rows.append(PresetRow("quantization_config", "NF4 + double quant", "NF4 + double quant", RowStatus.CHANGED,
                                   f"4-bit weights, {compute} compute"))  # fmt: skip
 
-    # Budget: host RAM on CPU, else the tier's size (at most the device's).
+    # Budget: host RAM on CPU; on a GPU under `auto` the whole device (the tier only names the plan), under a named
+    # tier that tier's size (at most the device's): a smaller tier on a larger device is asked for to leave room.
     device = "cpu" if tier.accelerator == "cpu" else hardware.accelerator if hardware.devices else "cuda"
     if tier.accelerator == "cpu":
         budget = hardware.host_ram_available or hardware.host_ram
+    elif hardware.accelerator != "cpu" and hardware.devices:
+        whole = requested_preset(name) is Preset.AUTO
+        budget = hardware.device_memory if whole else min(tier.capacity, hardware.device_memory)
     else:
         budget = tier.capacity
-        if hardware.accelerator != "cpu" and hardware.devices:
-            budget = min(budget, hardware.device_memory)
     shape = _shape_or_none(model_name, rows)
+    shard = sharding.estimate_kwargs() if sharding is not None else {}
+    speed = step_time_model(
+        hardware if tier.accelerator == hardware.accelerator else _tier_device(tier), shape, method
+    )
+    tokens_per_row = int(planned.max_length or 1024)
 
-    # Batch: the run's rows per optimizer step (the recipe's, or TRL's default) split into the largest micro-batch
-    # that fits; checkpointing off when that micro-batch fits without it (memory/batching.py).
-    def fits(micro: int, checkpointing: bool, margin: float) -> bool:
-        if shape is None:  # no estimate: the tier's own values
-            return checkpointing and micro <= tier.per_device_train_batch_size
+    # Batch: the run's rows per optimizer step (the recipe's, or TRL's default) split into the fastest plan that fits
+    # (memory/batching.py, memory/speed.py); per process after ZeRO / FSDP sharding.
+    def peak(micro: int, checkpointing: bool) -> int:
+        if shape is None:  # no estimate: the tier's own values stand for what fits
+            return 0 if checkpointing and micro <= tier.per_device_train_batch_size else 2 * budget
         trial = copy_with(copy_with(planned, "per_device_train_batch_size", micro), "gradient_checkpointing",
                           checkpointing)  # fmt: skip
-        estimate = estimate_for_run(trial, model_name, peft_config=new_peft, quantization_config=new_quant,
-                                    device=device, shape=shape)  # fmt: skip
-        return estimate.total_bytes <= (1 - margin) * budget
+        return estimate_for_run(trial, model_name, peft_config=new_peft, quantization_config=new_quant,
+                                device=device, shape=shape, **shard).total_bytes  # fmt: skip
+
+    def seconds(micro: int, accumulation: int, checkpointing: bool) -> float:
+        return speed.seconds(
+            micro=micro, accumulation=accumulation, tokens_per_row=tokens_per_row, checkpointing=checkpointing
+        )
 
     split_fixed = is_explicit("per_device_train_batch_size", explicit) or is_explicit(
         "gradient_accumulation_steps", explicit
@@ -197,14 +225,17 @@ def plan_memory_preset(
     effective = args.per_device_train_batch_size * args.gradient_accumulation_steps
     choice = choose_batch(
         effective,
-        fits=fits,
+        peak=peak,
+        budget=budget,
+        seconds=seconds,
         micro_batch=args.per_device_train_batch_size if split_fixed else None,
         gradient_checkpointing=args.gradient_checkpointing
         if is_explicit("gradient_checkpointing", explicit)
         else None,
     )
     where = "host RAM" if tier.accelerator == "cpu" else f"{budget / GIB:.0f} GiB"
-    propose("per_device_train_batch_size", choice.micro_batch, f"the largest micro-batch that fits {where}")
+    where += f" per process under {sharding.label}" if sharding is not None and sharding.stage else ""
+    propose("per_device_train_batch_size", choice.micro_batch, f"the fastest plan that fits {where}")
     propose("gradient_accumulation_steps", choice.accumulation, f"keeps {effective} rows per optimizer step")
     propose(
         "gradient_checkpointing",
@@ -215,8 +246,9 @@ def plan_memory_preset(
     culprits: list[str] = []
     if shape is not None:
         estimate = estimate_for_run(
-            planned, model_name, peft_config=new_peft, quantization_config=new_quant, device=device, shape=shape
-        )
+            planned, model_name, peft_config=new_peft, quantization_config=new_quant, device=device, shape=shape,
+            **shard,
+        )  # fmt: skip
         if estimate.total_bytes > budget:
             culprits = _find_culprits(planned, tier, explicit, model_name, new_peft, new_quant, device, shape, budget)
             for row in rows:
@@ -240,7 +272,18 @@ def plan_memory_preset(
         budget=budget,
         fits=estimate is None or estimate.total_bytes <= budget,
         culprits=culprits,
+        batch=choice,
+        speed=speed,
+        sharding=sharding,
     )
+
+
+def _tier_device(tier: Any) -> HardwareInfo:
+    """The device a tier stands for, when planning that tier on a machine of another kind (`--preset 16gb` on a
+    laptop): a GPU of the tier's size, ranked as an A100 by the step-time model."""
+    from .hardware import DeviceInfo
+
+    return HardwareInfo("cuda", devices=(DeviceInfo(f"{tier.name} GPU", tier.capacity, tier.capacity),))
 
 
 def _shape_or_none(model: Any, rows: list[PresetRow]) -> ModelShape | None:
@@ -283,6 +326,7 @@ def plan_requested_preset(
     quantization_config: Any = None,
     hardware: HardwareInfo | None = None,
     explicit: frozenset[str] | None = None,
+    sharding: Sharding | None = None,
 ) -> PresetResult:
     """[`plan_memory_preset`] for `args.memory_preset`, refusing a GPU tier on a machine without one (unless
     `memory_preset_force`). Raises [`UnknownPresetError`] for an unknown name; nothing on `args` is modified."""
@@ -299,7 +343,7 @@ def plan_requested_preset(
     try:
         return plan_memory_preset(
             name, args, model_name=model_name, peft_config=peft_config, quantization_config=quantization_config,
-            hardware=hardware, explicit=explicit,
+            hardware=hardware, explicit=explicit, sharding=sharding,
         )  # fmt: skip
     except ModelShapeError as error:
         raise ModelShapeError(f"memory_preset={name}: {error}") from error

@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from .batching import BatchChoice
 from .estimate import MemoryEstimate
 from .hardware import GIB, HardwareInfo
+from .sharding import Sharding
+from .speed import StepTimeModel
 from .tiers import Preset, next_smaller_tier
 
 HEADROOM = 0.10  # verdict "fits" needs the estimate at or under 90% of the budget
@@ -61,6 +64,9 @@ class PresetResult:
     budget: int
     fits: bool
     culprits: list[str] = field(default_factory=list)
+    batch: BatchChoice | None = None  # the split of the step and the candidates it was chosen from
+    speed: StepTimeModel | None = None  # what ranked them
+    sharding: Sharding | None = None  # the engine the per-process estimate is for
 
     @property
     def fraction(self) -> float | None:
@@ -104,6 +110,34 @@ class PresetResult:
             status = f"[{style}]{row.status.value}[/{style}]" if style else row.status.value
             table.add_row(row.setting, _show(row.preset_value), _show(row.value), status, row.reason)
         return table
+
+
+def plans_table(result: PresetResult, limit: int = 6):
+    """The plans the preset weighed, fastest fitting first: the chosen one, the runners-up with their estimated step
+    time and peak, and why each lost (`trl-smol doctor`)."""
+    from rich.table import Table
+
+    batch = result.batch
+    speed = f"; step times by the step-time model ({result.speed.calibration})" if result.speed else ""
+    table = Table(title="Plans weighed (rows per step kept)", caption=f"estimates{speed}")
+    for column in ("micro-batch x accumulation", "checkpointing", "est. peak", "est. s/step", ""):
+        table.add_column(column)
+    for candidate in batch.candidates[:limit] if batch is not None else ():
+        peak = f"{candidate.peak_bytes / GIB:.1f} GiB" if candidate.peak_bytes else "-"
+        seconds = f"{candidate.seconds:.2f}" if candidate.seconds is not None else "-"
+        chosen = (candidate.micro_batch, candidate.gradient_checkpointing) == (
+            batch.micro_batch,
+            batch.gradient_checkpointing,
+        )
+        why = "[green]chosen[/green]" if chosen else ("slower" if candidate.fits else "does not fit with its margin")
+        table.add_row(
+            f"{candidate.micro_batch} x {candidate.accumulation}",
+            "on" if candidate.gradient_checkpointing else "off",
+            peak,
+            seconds,
+            why,
+        )
+    return table
 
 
 def _show(value: Any) -> str:

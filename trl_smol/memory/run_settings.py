@@ -104,6 +104,7 @@ def estimate_for_run(
         weights_resident=True,
         shard_stage=shard_stage,
         shard_processes=shard_processes,
+        attention=init_kwargs.get("attn_implementation"),
     )
 
 
@@ -116,16 +117,20 @@ def lora_config(r: int):
     )
 
 
-def qlora_quantization_config(compute_dtype: str):
-    """The presets' QLoRA weights: NF4 with double quantisation, computing in `compute_dtype`."""
+def qlora_quantization_config(compute_dtype: str, sharded: bool = False):
+    """The presets' QLoRA weights: NF4 with double quantisation, computing in `compute_dtype`; under ZeRO-3 / FSDP
+    full sharding (`sharded`) stored in the compute dtype too (`bnb_4bit_quant_storage`), as PEFT's guide to QLoRA
+    with DeepSpeed and FSDP sets it, so that the sharding engine can flatten them with the other parameters."""
     import torch
     from transformers import BitsAndBytesConfig
 
+    storage = {"bnb_4bit_quant_storage": getattr(torch, compute_dtype)} if sharded else {}
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=getattr(torch, compute_dtype),
+        **storage,
     )
 
 

@@ -56,3 +56,20 @@ def sharding_from_accelerate_config(path: str, num_processes: int | None = None)
         stage = 2 if "GRAD_OP" in strategy.upper() or strategy.lower() == "false" else 3
         return Sharding("fsdp2" if version == 2 else "fsdp", stage, processes)
     return Sharding("ddp" if processes > 1 else "single process", 0, processes)
+
+
+def sharding_from_environment(environ: dict[str, str]) -> Sharding | None:
+    """What the engine `accelerate launch` started this process under shards, from the variables it sets for the
+    training processes (`ACCELERATE_USE_DEEPSPEED`, `ACCELERATE_DEEPSPEED_ZERO_STAGE`, `ACCELERATE_USE_FSDP`,
+    `FSDP_VERSION`, `FSDP_SHARDING_STRATEGY` / `FSDP_RESHARD_AFTER_FORWARD`, `WORLD_SIZE`); None for a run that
+    shards nothing."""
+    processes = int(environ.get("WORLD_SIZE", "1") or 1)
+    if environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        stage = int(environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "0") or 0)
+        return Sharding(f"deepspeed-zero{stage}", stage, processes) if stage else None
+    if environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        version = int(environ.get("FSDP_VERSION", "1") or 1)
+        strategy = environ.get("FSDP_SHARDING_STRATEGY", environ.get("FSDP_RESHARD_AFTER_FORWARD", "FULL_SHARD"))
+        stage = 2 if "GRAD_OP" in strategy.upper() or strategy.lower() == "false" else 3
+        return Sharding("fsdp2" if version == 2 else "fsdp", stage, processes)
+    return None
