@@ -182,12 +182,32 @@ def test_mfu_is_six_n_tokens_per_second_over_the_peak():
     assert gpu_bench.model_flops_utilization(n, tokens_per_second, None) is None
 
 
-def test_throughput_leaves_the_warmup_steps_out():
-    # start at 0; steps end at 10 (slow first step), 11, 12, 13
-    step_ends = [0.0, 10.0, 11.0, 12.0, 13.0]
-    assert gpu_bench.throughput(step_ends, 2048, warmup_steps=1) == pytest.approx(2048 * 3 / 3)
-    assert gpu_bench.throughput(step_ends, 2048, warmup_steps=0) == pytest.approx(2048 * 4 / 13)
-    assert gpu_bench.throughput(step_ends, 2048, warmup_steps=4) is None
+def test_throughput_counts_the_real_tokens_after_the_warmup_steps():
+    # start at 0; steps end at 10 (slow first step), 11, 12, 13, each with TRL's num_tokens so far
+    marks = [(0.0, 0.0), (10.0, 2048.0), (11.0, 3000.0), (12.0, 5048.0), (13.0, 6000.0)]
+    assert gpu_bench.token_throughput(marks, warmup_steps=1) == pytest.approx((6000 - 2048) / 3)
+    assert gpu_bench.token_throughput(marks, warmup_steps=0) == pytest.approx(6000 / 13)
+    assert gpu_bench.token_throughput(marks, warmup_steps=4) is None
+
+
+@pytest.mark.parametrize("arm", ["stock", "plugin"])
+def test_a_gpu_case_runs_end_to_end_on_a_tiny_model_before_a_gpu_is_lent(tmp_path, arm):
+    """The case code of gpu_bench.py, run on the CPU with a tiny SmolLM3: a mistake fails here, not on the lent GPU."""
+    from trl_smol.testing import save_tiny_smollm3
+
+    checkpoint = save_tiny_smollm3(tmp_path / "tiny", num_hidden_layers=4)
+    result = gpu_bench.run_case(("lora", arm, "chat", 128), checkpoint, steps=3, warmup_steps=1, peak=None)
+    assert (result["method"], result["arm"], result["rows"], result["max_length"]) == ("lora", arm, "chat", 128)
+    assert result["tokens_per_second"] > 0 and len(result["tokens_at_steps"]) == 4
+    assert result["estimated_bytes"] > 0 and result["measured_bytes"] > 0
+    assert (result["banner"] is not None) is (arm == "plugin") and result["padding_free"] is (arm == "plugin")
+
+
+def test_chat_rows_have_a_long_tail_within_the_length():
+    lengths = gpu_bench.chat_lengths(2000, 2048)
+    assert min(lengths) >= 64 and max(lengths) == 2048  # the tail reaches max_length and is cut there
+    assert 400 < sorted(lengths)[1000] < 640  # median about 512
+    assert gpu_bench.chat_lengths(10, 2048) == gpu_bench.chat_lengths(10, 2048)  # the same rows in both arms
 
 
 def test_gpu_cases_stop_at_the_deadline():
@@ -198,13 +218,17 @@ def test_gpu_cases_stop_at_the_deadline():
 
 def test_gpu_cases_are_parsed_with_a_clear_error():
     parser = gpu_bench.build_parser()
-    args = parser.parse_args(["--cases", "qlora:stock", "full:plugin", "--steps", "4"])
-    assert args.cases == [("qlora", "stock"), ("full", "plugin")]
+    args = parser.parse_args(["--cases", "qlora:stock", "full:plugin:chat", "lora:plugin:full:8192", "--steps", "4"])
+    assert args.cases == [("qlora", "stock", "full", 2048), ("full", "plugin", "chat", 2048),
+                          ("lora", "plugin", "full", 8192)]  # fmt: skip
     assert args.steps == 4
     assert parser.parse_args([]).cases is None
-    assert len(gpu_bench.default_cases()) == 6
-    with pytest.raises(Exception, match="unknown case 'dora:stock'"):
-        gpu_bench.parse_case("dora:stock")
+    cases = gpu_bench.default_cases()
+    assert len(cases) == 14 and cases[:2] == [("lora", "stock", "chat", 2048), ("lora", "plugin", "chat", 2048)]
+    assert gpu_bench.case_name(cases[-1]) == "lora:plugin:full:8192"
+    for bad in ("dora:stock", "lora:plugin:short", "lora:plugin:full:long", "lora:plugin:full:2048:x"):
+        with pytest.raises(Exception, match=f"unknown case '{bad}'"):
+            gpu_bench.parse_case(bad)
 
 
 def test_gpu_summary_compares_the_arms_and_the_estimate(tmp_path):
@@ -218,7 +242,7 @@ def test_gpu_summary_compares_the_arms_and_the_estimate(tmp_path):
         {"method": "full", "arm": "stock", "error": "out of memory"},
     ]
     (row,) = gpu_bench.summarize(results)
-    assert row["method"] == "lora"
+    assert (row["method"], row["rows"], row["max_length"]) == ("lora", "full", 2048)
     assert row["plugin_over_stock_throughput"] == pytest.approx(1.2)
     assert row["stock_memory_ratio"] == pytest.approx(1.1)
     assert row["plugin_memory_ratio"] == pytest.approx(0.9)

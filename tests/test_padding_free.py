@@ -76,10 +76,13 @@ def test_bounded_rows_have_the_padded_runs_losses_for_each_kernel_that_computes_
     model_dir, tmp_path, attention
 ):
     kernel = {"model_init_kwargs": {"attn_implementation": attention}}
-    _, padded_losses = train(model_dir, tmp_path / "padded", **kernel)
+    padded, padded_losses = train(model_dir, tmp_path / "padded", **kernel)
     packed, packed_losses = train(model_dir, tmp_path / "packed", smol_padding_free=True, **kernel)
     assert isinstance(packed.data_collator, BoundedRowsCollator)
     assert packed_losses == pytest.approx(padded_losses, abs=1e-5) and len(packed_losses) == 3
+    # TRL's `num_tokens` counts the real tokens, as for the padded batches (not one row's width, nor padding runs)
+    tokens = [[log["num_tokens"] for log in run.state.log_history if "num_tokens" in log] for run in (padded, packed)]
+    assert tokens[0] == tokens[1] and len(tokens[0]) == 3
 
 
 def test_bounded_rows_never_compute_more_than_padding():

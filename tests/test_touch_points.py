@@ -63,7 +63,7 @@ def touch_points() -> set[tuple[str, str]]:
             elif isinstance(node, (ast.Assign, ast.AugAssign)):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 hit = any(TARGETS.search(ast.unparse(target)) for target in targets)
-            elif isinstance(node, ast.Attribute) and node.attr == "_shared_state":
+            elif isinstance(node, ast.Attribute) and node.attr in ("_shared_state", "_total_train_tokens"):
                 hit = True
             if hit:
                 found.add((f"trl_smol/{relative}", where.get(node.lineno, "<module>")))

@@ -22,6 +22,7 @@ import os
 import warnings
 from typing import Any
 
+import torch
 from datasets import DatasetDict, IterableDatasetDict
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, TrainingArguments
 from transformers.utils import logging
@@ -31,6 +32,7 @@ from .callbacks import run_first
 from .config import SmolSFTConfig
 from .console import RunConsole
 from .data import can_tokenize_fast, prepare_conversations, tokenize_conversations
+from .data.padding_free import BoundedRowsCollator
 from .distributed import describe_engine, settle_process_group
 from .launch import check_requested_engine, entered_through_trl_sft
 from .memory import MemoryMonitorCallback, handle_out_of_memory
@@ -215,9 +217,22 @@ class SmolSFTTrainer(SFTTrainer):
         # (trl_smol/features/labelled_scoring.py). Asked for the outputs, TRL recomputes the full logits: left as is.
         scoring = self.installed.get("labelled_scoring")
         if scoring is None or return_outputs or "labels" not in inputs:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        with scoring.only_labelled(inputs) as scored_inputs:
-            return super().compute_loss(model, scored_inputs, return_outputs, num_items_in_batch)
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        else:
+            with scoring.only_labelled(inputs) as scored_inputs:
+                result = super().compute_loss(model, scored_inputs, return_outputs, num_items_in_batch)
+        if model.training and isinstance(self.data_collator, BoundedRowsCollator):
+            self._count_bounded_rows(inputs)
+        return result
+
+    def _count_bounded_rows(self, inputs: dict[str, Any]) -> None:
+        """TRL counts a padding-free batch as one row (`position_ids.size(1)` tokens); a batch of bounded rows holds
+        several, and padding runs: count its real tokens, as TRL counts a padded batch's (a listed touch point)."""
+        counted = self.accelerator.gather_for_metrics(torch.tensor(inputs["position_ids"].size(1))).sum().item()
+        real = (inputs["input_ids"] != self.processing_class.pad_token_id).sum()
+        real = self.accelerator.gather_for_metrics(real).sum().item()
+        self._total_train_tokens += (real - counted) // self._tp_size
+        self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
 
     def _update_auto_batch_size(self, batch_size):
         # transformers' batch-size finder retries at 90%; after an OOM under `memory_preset: auto` we retry at half.

@@ -1,17 +1,26 @@
-"""GPU benchmark: SmolLM3-3B-shaped model, QLoRA / LoRA / full fine-tuning at 2048 tokens, stock TRL vs the plugin.
+"""GPU benchmark: SmolLM3-3B-shaped model, QLoRA / LoRA / full fine-tuning, stock TRL vs the plugin, on two row shapes.
 
-For each method the same run is made twice, each in its own process: with stock `trl.SFTTrainer` (TRL's defaults for
+For each case the same run is made twice, each in its own process: with stock `trl.SFTTrainer` (TRL's defaults for
 batch size, optimizer and checkpointing) and with `SmolSFTTrainer` and `memory_preset: auto`. Both load the model in
 bf16 from a checkpoint with SmolLM3-3B's architecture and random weights (built from its config, nothing is
-downloaded) and train on full-length 2048-token rows, so no token is padding. Recorded per run: training tokens per
-second (optimizer steps after the warm-up), model FLOPs utilisation (6 * N * tokens/s over the chip's peak dense bf16
-FLOP/s; N = all parameters, recomputation and attention not counted), measured peak memory (allocator peak reserved
-plus CUDA context) against the plugin's estimate for that run, and what the preset chose. One JSON file is written.
+downloaded). A case is `METHOD:ARM[:ROWS[:LENGTH]]`:
+
+- ROWS `full` (default): every row fills `max_length`, so no token is padding;
+- ROWS `chat`: chat-like lengths, log-normal with median 512 tokens and sigma 0.8, cut to 64..`max_length` (an
+  assumed shape with a long tail, not SmolTalk2's measured one): where padding costs stock TRL and padding-free
+  batches pay;
+- LENGTH: `max_length` (default 2048).
+
+Recorded per run: training tokens per second over the optimizer steps after the warm-up (real tokens: TRL's
+`num_tokens`, which counts a padded batch's attention mask), model FLOPs utilisation (6 * N * tokens/s over the chip's
+peak dense bf16 FLOP/s; N = all parameters, recomputation and attention not counted), measured peak memory (allocator
+peak reserved plus CUDA context) against the plugin's estimate for that run, and what the preset chose. One JSON file
+is written. Targets (issue 23): auto >= 1.0x stock in every case, >= 1.3x on chat rows.
 
 ```bash
 python tests/benchmarks/gpu_bench.py --out gpu_bench.json              # installs trl-smol (pip install -e .) if needed
 python tests/benchmarks/gpu_bench.py --wheels /path/to/wheels           # offline: install from a wheel folder
-python tests/benchmarks/gpu_bench.py --cases lora:stock lora:plugin      # a subset
+python tests/benchmarks/gpu_bench.py --cases lora:stock:chat lora:plugin:chat lora:plugin:full:8192   # a subset
 ```
 
 Runs on one H100/H200-class GPU in under 8 minutes: `--budget-s` is a deadline for the whole run (a case is not
@@ -35,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 METHODS = ("qlora", "lora", "full")
 ARMS = ("stock", "plugin")
+ROWS = ("full", "chat")
 MAX_LENGTH = 2048
 LORA_R = 16
 SMOLLM3_3B_PARAMETERS = 3_075_098_624
@@ -81,23 +91,38 @@ def model_flops_utilization(num_parameters: int, tokens_per_second: float, peak_
     return 6 * num_parameters * tokens_per_second / peak_flops
 
 
-def throughput(step_ends: list[float], tokens_per_step: int, warmup_steps: int) -> float | None:
-    """Tokens per second over the optimizer steps after `warmup_steps`, from the wall-clock times at which each step
-    ended (`step_ends[0]` is the start of training). None when fewer than one measured step remains."""
-    measured = step_ends[warmup_steps:]
-    if len(measured) < 2:
-        return None
-    return tokens_per_step * (len(measured) - 1) / (measured[-1] - measured[0])
-
-
-def parse_case(text: str) -> tuple[str, str]:
-    """`"qlora:plugin"` -> `("qlora", "plugin")`, with a clear error for anything else."""
-    method, _, arm = text.partition(":")
-    if method not in METHODS or arm not in ARMS:
+def parse_case(text: str) -> tuple[str, str, str, int]:
+    """`"qlora:plugin"` -> `("qlora", "plugin", "full", 2048)`, `"lora:stock:chat:8192"` -> `("lora", "stock", "chat",
+    8192)`, with a clear error for anything else."""
+    parts = text.split(":")
+    method, arm, rows, length = (parts + ["", "", "full", str(MAX_LENGTH)][len(parts) :])[:4]
+    if len(parts) > 4 or method not in METHODS or arm not in ARMS or rows not in ROWS or not length.isdigit():
         raise argparse.ArgumentTypeError(
-            f"unknown case {text!r}: use METHOD:ARM with METHOD in {', '.join(METHODS)} and ARM in {', '.join(ARMS)}"
+            f"unknown case {text!r}: use METHOD:ARM[:ROWS[:LENGTH]] with METHOD in {', '.join(METHODS)}, ARM in "
+            f"{', '.join(ARMS)}, ROWS in {', '.join(ROWS)}"
         )
-    return method, arm
+    return method, arm, rows, int(length)
+
+
+def case_name(case: tuple[str, str, str, int]) -> str:
+    return ":".join(map(str, case))
+
+
+def chat_lengths(count: int, max_length: int, seed: int = 0) -> list[int]:
+    """Chat-like row lengths: log-normal, median 512 tokens, sigma 0.8, cut to 64..`max_length` (module docstring)."""
+    import math
+    import random
+
+    generator = random.Random(seed)
+    return [max(64, min(max_length, round(math.exp(generator.gauss(math.log(512), 0.8))))) for _ in range(count)]
+
+
+def token_throughput(marks: list[tuple[float, float]], warmup_steps: int) -> float | None:
+    """Tokens per second from `(seconds, tokens so far)` at the end of each step, after `warmup_steps` steps."""
+    measured = marks[warmup_steps:]
+    if len(measured) < 2 or measured[-1][0] <= measured[0][0]:
+        return None
+    return (measured[-1][1] - measured[0][1]) / (measured[-1][0] - measured[0][0])
 
 
 def case_timeout(elapsed: float, budget: float, per_case: float) -> float | None:
@@ -114,14 +139,25 @@ def case_timeout(elapsed: float, budget: float, per_case: float) -> float | None
     return min(per_case, left)
 
 
-def default_cases() -> list[tuple[str, str]]:
-    return [(method, arm) for method in METHODS for arm in ARMS]
+def default_cases() -> list[tuple[str, str, str, int]]:
+    """Most telling first, so that a run stopped at its deadline still has them: LoRA on chat rows and full rows, then
+    QLoRA and full fine-tuning on both, then LoRA at 8192 tokens."""
+    order = [
+        ("lora", "chat"),
+        ("lora", "full"),
+        ("qlora", "chat"),
+        ("full", "chat"),
+        ("qlora", "full"),
+        ("full", "full"),
+    ]
+    cases = [(method, arm, rows, MAX_LENGTH) for method, rows in order for arm in ARMS]
+    return cases + [("lora", arm, "full", 8192) for arm in ARMS]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="gpu_bench.json", help="Where to write the JSON report.")
-    parser.add_argument("--cases", nargs="+", type=parse_case, help="METHOD:ARM pairs (default: all six).")
+    parser.add_argument("--cases", nargs="+", type=parse_case, help="METHOD:ARM[:ROWS[:LENGTH]] (default: 14).")
     parser.add_argument("--steps", type=int, default=6, help="Optimizer steps per run, warm-up included.")
     parser.add_argument("--warmup-steps", type=int, default=2, help="Steps left out of the throughput.")
     parser.add_argument("--budget-s", type=float, default=470.0, help="Whole-run deadline in seconds (under 8 min).")
@@ -135,14 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per method: plugin / stock throughput and each arm's measured / estimated peak memory."""
-    by_case = {(result["method"], result["arm"]): result for result in results if "error" not in result}
-    rows = []
-    for method in METHODS:
-        stock, plugin = by_case.get((method, "stock")), by_case.get((method, "plugin"))
-        if stock is None and plugin is None:
-            continue
-        row: dict[str, Any] = {"method": method}
+    """One row per method, row shape and length: plugin / stock throughput and each arm's measured / estimated peak."""
+    by_case = {
+        (result["method"], result["arm"], result.get("rows", "full"), result.get("max_length", MAX_LENGTH)): result
+        for result in results
+        if "error" not in result
+    }
+    shapes = sorted({(method, rows, length) for method, _, rows, length in by_case}, key=str)
+    rows_out = []
+    for method, shape, length in shapes:
+        stock, plugin = by_case.get((method, "stock", shape, length)), by_case.get((method, "plugin", shape, length))
+        row: dict[str, Any] = {"method": method, "rows": shape, "max_length": length}
         for name, result in (("stock", stock), ("plugin", plugin)):
             if result is None:
                 continue
@@ -151,8 +190,8 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[f"{name}_memory_ratio"] = result["measured_bytes"] / result["estimated_bytes"]
         if stock and plugin and stock["tokens_per_second"] and plugin["tokens_per_second"]:
             row["plugin_over_stock_throughput"] = plugin["tokens_per_second"] / stock["tokens_per_second"]
-        rows.append(row)
-    return rows
+        rows_out.append(row)
+    return rows_out
 
 
 def write_report(path: str | os.PathLike, report: dict[str, Any]) -> None:
@@ -188,7 +227,9 @@ def ensure_installed(wheels: str | None, allow: bool) -> None:
 
 
 # --- one case, in its own process ----------------------------------------------------------------------------------
-def run_case(method: str, arm: str, checkpoint: str, steps: int, warmup_steps: int, peak: float | None) -> dict:
+def run_case(
+    case: tuple[str, str, str, int], checkpoint: str, steps: int, warmup_steps: int, peak: float | None
+) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
@@ -197,17 +238,32 @@ def run_case(method: str, arm: str, checkpoint: str, steps: int, warmup_steps: i
     from trl_smol import SmolSFTConfig, SmolSFTTrainer
     from trl_smol.memory import MemoryMonitorCallback, estimate_for_run, lora_config, qlora_quantization_config
 
+    method, arm, rows, max_length = case
+    cuda = torch.cuda.is_available()  # False only in the CPU smoke test (tests/test_benchmark_utils.py)
+
+    def synchronize() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
     class StepClock(TrainerCallback):
+        """The time each step ended and TRL's `num_tokens` (real tokens so far) logged at it."""
+
         def __init__(self):
             self.times: list[float] = []
+            self.marks: list[tuple[float, float]] = []
 
         def on_train_begin(self, args, state, control, **kwargs):
-            torch.cuda.synchronize()
+            synchronize()
             self.times.append(time.perf_counter())
+            self.marks.append((self.times[-1], 0.0))
 
         def on_step_end(self, args, state, control, **kwargs):
-            torch.cuda.synchronize()
+            synchronize()
             self.times.append(time.perf_counter())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "num_tokens" in logs and len(self.times) > len(self.marks):
+                self.marks.append((self.times[-1], float(logs["num_tokens"])))
 
     # The same LoRA and NF4 settings as the presets choose.
     peft_config = lora_config(LORA_R) if method in ("lora", "qlora") else None
@@ -215,9 +271,9 @@ def run_case(method: str, arm: str, checkpoint: str, steps: int, warmup_steps: i
     # What both arms set: the length, bf16, and bf16 weights. Batch, accumulation, optimizer and checkpointing are
     # TRL's defaults in the stock arm and the preset's choice in the plugin arm.
     common = dict(
-        bf16=True,
-        model_init_kwargs={"dtype": "bfloat16"},
-        max_length=MAX_LENGTH,
+        bf16=cuda,
+        model_init_kwargs={"dtype": "bfloat16" if cuda else "float32"},
+        max_length=max_length,
         max_steps=steps,
         logging_steps=1,
         save_strategy="no",
@@ -235,43 +291,48 @@ def run_case(method: str, arm: str, checkpoint: str, steps: int, warmup_steps: i
         # Enough full-length rows for every step, whatever batch the arm ends up with (the preset may change it).
         rows_needed = steps * 64
         generator = torch.Generator().manual_seed(0)
-        ids = torch.randint(10, 128000, (rows_needed, MAX_LENGTH), generator=generator)
-        dataset = Dataset.from_dict({"input_ids": ids.tolist()})
+        lengths = chat_lengths(rows_needed, max_length) if rows == "chat" else [max_length] * rows_needed
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        ids = [torch.randint(10, len(tokenizer), (length,), generator=generator).tolist() for length in lengths]
+        dataset = Dataset.from_dict({"input_ids": ids})
         trainer = trainer_class(
             model=checkpoint,
             args=args,
             train_dataset=dataset,
-            processing_class=AutoTokenizer.from_pretrained(checkpoint),
+            processing_class=tokenizer,
             peft_config=peft_config,
             quantization_config=quantization_config,
             callbacks=[clock, monitor],
         )
         args = trainer.args  # after the preset
-        tokens_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * MAX_LENGTH
         trainer.train()
         estimate = estimate_for_run(
-            args, checkpoint, peft_config=peft_config, quantization_config=quantization_config, device="cuda"
-        )
-    tokens_per_second = throughput(clock.times, tokens_per_step, warmup_steps)
+            args, checkpoint, peft_config=peft_config, quantization_config=quantization_config,
+            device="cuda" if cuda else "cpu",
+        )  # fmt: skip
+    tokens_per_second = token_throughput(clock.marks, warmup_steps)
     return {
         "method": method,
         "arm": arm,
-        "device": torch.cuda.get_device_name(),
+        "rows": rows,
+        "max_length": max_length,
+        "banner": trainer.run_plan.banner() if arm == "plugin" else None,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
         "per_device_train_batch_size": args.per_device_train_batch_size,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "gradient_checkpointing": bool(args.gradient_checkpointing),
         "optim": str(getattr(args.optim, "value", args.optim)),
         "attn_implementation": (args.model_init_kwargs or {}).get("attn_implementation"),
-        "padding_free": bool(getattr(args, "padding_free", False)),
+        "padding_free": bool(getattr(args, "padding_free", False) or getattr(args, "smol_padding_free", False)),
         "use_liger_kernel": bool(getattr(args, "use_liger_kernel", False)),
         "steps": steps,
         "warmup_steps": warmup_steps,
-        "tokens_per_step": tokens_per_step,
+        "tokens_at_steps": [tokens for _, tokens in clock.marks],
         "step_seconds": [round(b - a, 4) for a, b in zip(clock.times, clock.times[1:], strict=False)],
         "tokens_per_second": tokens_per_second,
         "mfu": model_flops_utilization(SMOLLM3_3B_PARAMETERS, tokens_per_second, peak),
         "measured_bytes": int(monitor.measured_peak()),
-        "peak_reserved_bytes": int(torch.cuda.max_memory_reserved()),
+        "peak_reserved_bytes": int(torch.cuda.max_memory_reserved()) if cuda else None,
         "estimated_bytes": int(estimate.total_bytes),
         "memory_ratio": monitor.measured_peak() / estimate.total_bytes,
     }
@@ -284,9 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
     if args.case:
-        method, arm = args.case
         peak = args.peak_tflops * 1e12 if args.peak_tflops else None
-        result = run_case(method, arm, args.checkpoint, args.steps, args.warmup_steps, peak)
+        result = run_case(args.case, args.checkpoint, args.steps, args.warmup_steps, peak)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
@@ -307,10 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "device": device,
         "peak_bf16_flops": peak,
-        "max_length": MAX_LENGTH,
         "num_parameters": SMOLLM3_3B_PARAMETERS,
         "torch": torch.__version__,
-        "cases": [f"{method}:{arm}" for method, arm in cases],
+        "cases": [case_name(case) for case in cases],
         "results": [],
         "skipped": [],
     }
@@ -319,12 +378,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.checkpoint:
             print(f"building a random SmolLM3-3B checkpoint in {checkpoint}", flush=True)
             build_random_checkpoint(checkpoint)
-        for method, arm in cases:
+        for case in cases:
+            name = case_name(case)
             timeout = case_timeout(time.perf_counter() - started, args.budget_s, args.case_timeout_s)
             if timeout is None:
-                report["skipped"].append(f"{method}:{arm}")
+                report["skipped"].append(name)
                 continue
-            command = [sys.executable, str(Path(__file__).resolve()), "--case", f"{method}:{arm}"]
+            command = [sys.executable, str(Path(__file__).resolve()), "--case", name]
             command += ["--checkpoint", checkpoint, "--steps", str(args.steps)]
             command += ["--warmup-steps", str(args.warmup_steps)]
             if peak:
@@ -337,13 +397,20 @@ def main(argv: list[str] | None = None) -> int:
                 result = json.loads(lines[-1][len("RESULT ") :])
                 mfu = "n/a" if result["mfu"] is None else f"{result['mfu']:.1%}"
                 print(
-                    f"{method}:{arm}: {result['tokens_per_second'] or 0:,.0f} tok/s, MFU {mfu}, peak "
+                    f"{name}: {result['tokens_per_second'] or 0:,.0f} tok/s, MFU {mfu}, peak "
                     f"{result['measured_bytes'] / 2**30:.1f} GiB (estimate {result['estimated_bytes'] / 2**30:.1f})",
                     flush=True,
                 )
             except (RuntimeError, subprocess.TimeoutExpired) as error:
-                result = {"method": method, "arm": arm, "error": str(error)[-2000:]}
-                print(f"{method}:{arm}: failed: {str(error)[-2000:]}", flush=True)
+                method, arm, rows, length = case
+                result = {
+                    "method": method,
+                    "arm": arm,
+                    "rows": rows,
+                    "max_length": length,
+                    "error": str(error)[-2000:],
+                }
+                print(f"{name}: failed: {str(error)[-2000:]}", flush=True)
             report["results"].append(result)
             report["summary"] = summarize(report["results"])
             report["seconds"] = round(time.perf_counter() - started, 1)

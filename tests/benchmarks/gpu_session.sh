@@ -5,13 +5,15 @@
 #
 # WHEEL_DIR (optional) holds wheels for what the machine lacks (trl, datasets, bitsandbytes, a newer transformers...);
 # they are installed with --no-deps into a private folder put first on PYTHONPATH, and the repo itself is used from
-# the source tree (no pip install of trl-smol). Order: batch forms (gpu_packing.py), throughput stock vs
-# auto (gpu_bench.py), then the estimator at 4096 tokens (gpu_memory.py) with what time is left, then ZeRO-3 and FSDP2
-# over every GPU (gpu_scale_out.py; on one GPU it only writes that it was skipped). Each part writes its JSON into
-# OUT_DIR as it goes, so a part stopped at the deadline still leaves its finished cases.
+# the source tree (no pip install of trl-smol). Order: throughput stock vs auto (gpu_bench.py: QLoRA, LoRA and full
+# at 2048 tokens on chat-length rows and on rows that fill 2048, LoRA at 8192; the most telling cases first), then the
+# estimator at 4096 tokens (gpu_memory.py) and the batch forms (gpu_packing.py) with what time is left, then ZeRO-3
+# and FSDP2 over every GPU (gpu_scale_out.py; on one GPU it only writes that it was skipped). Each part writes its
+# JSON into OUT_DIR as it goes, so a part stopped at the deadline still leaves its finished cases. Default deadline:
+# 8 minutes.
 set -uo pipefail
 out=${1:?usage: gpu_session.sh OUT_DIR [SECONDS] [WHEEL_DIR]}
-deadline=$((SECONDS + ${2:-520}))
+deadline=$((SECONDS + ${2:-480}))
 wheels=${3:-}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -33,17 +35,16 @@ python3 -c "import sys; sys.path.insert(0, '$here'); from gpu_memory import buil
     || { echo "could not build the checkpoint"; exit 1; }
 echo "checkpoint built; $(left) s left"
 
+bench_s=$(( $(left) * 80 / 100 ))
+timeout "$bench_s" python3 "$here/gpu_bench.py" --no-install --checkpoint "$checkpoint" --out "$out/gpu_bench.json" \
+    --budget-s $((bench_s - 10)) --case-timeout-s 90 --steps 4 --warmup-steps 1 2>&1 | grep -v Warning
+echo "gpu_bench done; $(left) s left"
+
 if [ "$(left)" -gt 90 ]; then
     timeout 120 python3 "$here/gpu_packing.py" --checkpoint "$checkpoint" \
         --out "$out/gpu_packing.json" 2>&1 | grep -v -i warn
 fi
 echo "gpu_packing done; $(left) s left"
-
-bench_s=$(( $(left) * 75 / 100 ))
-timeout "$bench_s" python3 "$here/gpu_bench.py" --no-install --checkpoint "$checkpoint" --out "$out/gpu_bench.json" \
-    --cases qlora:stock qlora:plugin lora:stock lora:plugin full:plugin full:stock \
-    --budget-s $((bench_s - 10)) --case-timeout-s 110 --steps 5 --warmup-steps 2 2>&1 | grep -v Warning
-echo "gpu_bench done; $(left) s left"
 
 if [ "$(left)" -gt 80 ]; then
     timeout $(( $(left) - 10 )) python3 "$here/gpu_memory.py" --checkpoint "$checkpoint" \
