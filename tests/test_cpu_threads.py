@@ -127,16 +127,23 @@ def test_other_processes_load_is_measured():
     import signal
     import subprocess
     import sys
+    import time
 
-    idle = busy_cores_of_other_processes(0.5)
+    import psutil
+
     # A spinner outside this run: started by a shell that exits at once, so it is no descendant of our launcher.
     started = subprocess.run(
         ["sh", "-c", f"'{sys.executable}' -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    pid = int(started.stdout.strip())
+    spinner = psutil.Process(int(started.stdout.strip()))
     try:
+        time.sleep(0.2)
+        before, clock = sum(spinner.cpu_times()[:2]), time.monotonic()
         busy = busy_cores_of_other_processes(1.0)
+        spun = (sum(spinner.cpu_times()[:2]) - before) / (time.monotonic() - clock)
     finally:
-        os.kill(pid, signal.SIGKILL)
-    assert busy >= idle + 0.5, (idle, busy)  # about one more core busy
+        os.kill(spinner.pid, signal.SIGKILL)
+    if spun < 0.2:
+        pytest.skip(f"the spinner got {spun:.2f} of a core: the machine is too busy to tell")
+    assert busy >= spun - 0.25, (busy, spun)  # the spinner's share counts (with whatever else runs here)
