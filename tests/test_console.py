@@ -213,7 +213,8 @@ def test_trl_sft_passes_accelerate_the_values_it_would_pick_so_the_launch_is_the
     no_accelerate_config, caplog
 ):
     stock_cmd, stock_env, stock_log = accelerate_launch([], caplog)
-    assert ACCELERATE_BLOCK in stock_log and "`--num_processes` was set to a value of `0`" in stock_log
+    # accelerate up to 1.15 fills in `0` (the device count) on a CPU, 1.16 fills in `1`: either way it warns.
+    assert ACCELERATE_BLOCK in stock_log and re.search(r"`--num_processes` was set to a value of `[01]`", stock_log)
     extra = accelerate_launch_arguments([])
     assert extra == [
         "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",

@@ -221,6 +221,33 @@ wandb.finish()
 """
 
 
+# The example trains 1000 steps with 5 checkpoint saves; the test runs the same text with these counts (CI time).
+TEST_STEPS = {"max_steps": 4, "logging_steps": 1, "save_steps": 2}
+
+
+def with_step_counts(example: str, **counts: int) -> str:
+    """`example` with each `name=value,` of `counts` given the new value; every other character is kept."""
+    for name, value in counts.items():
+        (line,) = [line for line in example.splitlines() if line.strip().startswith(f"{name}=")]
+        example = example.replace(line, f"{line.split('=')[0]}={value},")
+    return example
+
+
+def test_the_course_example_keeps_its_text_and_the_test_changes_only_its_step_counts():
+    assert (
+        "max_steps=1000," in COURSE_PYTHON
+        and "logging_steps=50," in COURSE_PYTHON
+        and "save_steps=200," in COURSE_PYTHON
+    )
+    cut = with_step_counts(COURSE_PYTHON, **TEST_STEPS)
+    changed = [(a, b) for a, b in zip(COURSE_PYTHON.splitlines(), cut.splitlines(), strict=True) if a != b]
+    assert changed == [
+        ("    max_steps=1000,", "    max_steps=4,"),
+        ("    logging_steps=50,", "    logging_steps=1,"),
+        ("    save_steps=200,", "    save_steps=2,"),
+    ]
+
+
 def test_load_dataset_is_untouched_and_smoltalk2_train_gives_the_rows_trl_sft_trains_on(smoltalk2_cache):
     from datasets import DatasetDict, load_dataset
     from datasets.builder import DatasetBuilder
@@ -283,32 +310,32 @@ def test_stock_and_plugin_train_identically_on_smoltalk2_data_with_default_setti
 def test_bf16_left_unset_follows_the_machine(monkeypatch, tmp_path, machine_has_bf16, expected):
     """TRL's default (bf16) would stop the course example on a machine without bf16; unset, it follows the machine
     there, and the run plan announces it."""
-    import trl_smol.config
     from trl_smol import SFTConfig as SmolConfig
+    from trl_smol.features import Source
     from trl_smol.plan import plan_run
 
-    monkeypatch.setattr(trl_smol.config, "bf16_trainable", lambda use_cpu: machine_has_bf16)
-    monkeypatch.setattr("trl_smol.plan.bf16_trainable", lambda use_cpu: machine_has_bf16)
+    monkeypatch.setattr("trl_smol.features.precision.bf16_trainable", lambda use_cpu: machine_has_bf16)
     args = SmolConfig(output_dir=str(tmp_path), use_cpu=True)  # use_cpu: transformers accepts bf16 either way
     assert args.bf16 is expected and "bf16" not in args.user_settings.explicit  # a preset may still choose
-    reason = plan_run(args).precision_reason
-    assert (reason is None) if expected else reason.startswith("bf16 left unset")
+    precision = plan_run(args)["precision"]
+    assert precision.source is Source.DEFAULT
+    assert (precision.reason is None) if expected else precision.reason.startswith("bf16 left unset")
 
 
 def test_an_explicit_bf16_is_kept(monkeypatch, tmp_path):
-    import trl_smol.config
     from trl_smol import SFTConfig as SmolConfig
 
-    monkeypatch.setattr(trl_smol.config, "bf16_trainable", lambda use_cpu: False)
+    monkeypatch.setattr("trl_smol.features.precision.bf16_trainable", lambda use_cpu: False)
     assert SmolConfig(output_dir=str(tmp_path), bf16=True, use_cpu=True).bf16 is True
 
 
 @pytest.mark.slow
 def test_course_python_example_runs_with_two_lines_changed(offline_hf_home, tmp_path):
     """The course's Python example with `from trl_smol import ...` and `smoltalk2_train(dataset)`, unmodified
-    otherwise: 1000 steps of a tiny model on a local SmolTalk2 copy, logged into the user's own trackio run."""
+    otherwise but for its step counts, cut here from 1000 steps with 5 checkpoints to 4 steps with 2: a tiny model
+    on a local SmolTalk2 copy, logged into the user's own trackio run."""
     script = tmp_path / "course_sft.py"
-    script.write_text(COURSE_PYTHON)
+    script.write_text(with_step_counts(COURSE_PYTHON, **TEST_STEPS))
     env = offline_env(offline_hf_home, TRACKIO_DIR=str(tmp_path / "trackio"))
     result = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
@@ -323,14 +350,19 @@ def test_course_python_example_runs_with_two_lines_changed(offline_hf_home, tmp_
     )
     assert "chat_template=smollm3" in banner
 
-    state = json.loads((out / "checkpoint-1000" / "trainer_state.json").read_text())
-    assert state["global_step"] == 1000
+    # The example's own schedule, at the test's step counts: a loss every logging_steps, a checkpoint every save_steps.
+    steps, logging_steps, save_steps = (TEST_STEPS[key] for key in ("max_steps", "logging_steps", "save_steps"))
+    assert sorted(path.name for path in out.glob("checkpoint-*")) == [
+        f"checkpoint-{step}" for step in range(save_steps, steps + 1, save_steps)
+    ]
+    state = json.loads((out / f"checkpoint-{steps}" / "trainer_state.json").read_text())
+    assert state["global_step"] == steps
     losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
-    assert len(losses) == 20
+    assert len(losses) == steps // logging_steps
 
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(out / "checkpoint-1000")
+    tokenizer = AutoTokenizer.from_pretrained(out / f"checkpoint-{steps}")
     assert "Reasoning Mode" in tokenizer.chat_template
 
     # The metrics are in the user's run (project smollm3-sft, run course-run), not in a run of the trainer's own.

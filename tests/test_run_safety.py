@@ -6,10 +6,12 @@ The points about `trl sft` go through the real command (slow tests); the mechani
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import psutil
@@ -137,12 +139,31 @@ def test_trl_sft_into_a_busy_output_dir_stops_before_loading_the_model(tmp_path,
     assert "Loading" not in result.stderr and "trl-smol 0." not in result.stdout  # stopped before the model
 
 
-@pytest.mark.slow
-def test_trl_sft_never_overwrites_a_finished_run_silently(tmp_path, tiny_model_dir, chat_data):  # noqa: F811
+FINISHED_RUN = {"max_steps": 2, "save_steps": 2}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_model_dir, chat_data):  # noqa: F811
+    """One finished `trl sft` run (2 steps, a checkpoint at step 2), launched once: each test that starts from a
+    finished run works on its own copy ([`copy_of_finished_run`])."""
+    folder = tmp_path_factory.mktemp("finished-run")
+    recipe = write_recipe(folder / "r.yaml", tiny_model_dir, chat_data, folder / "out", **FINISHED_RUN)
+    result = trl_sft("--config", str(recipe))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return types.SimpleNamespace(output_dir=folder / "out", result=result)
+
+
+def copy_of_finished_run(finished_run, tmp_path, tiny_model_dir, chat_data):  # noqa: F811
+    """The finished run copied to `tmp_path/out` as it was left, and its recipe pointing there."""
     out = tmp_path / "out"
-    recipe = write_recipe(tmp_path / "r.yaml", tiny_model_dir, chat_data, out, max_steps=2, save_steps=2)
-    first = trl_sft("--config", str(recipe))
-    assert first.returncode == 0, first.stderr[-3000:]
+    shutil.copytree(finished_run.output_dir, out, symlinks=True)
+    return out, write_recipe(tmp_path / "r.yaml", tiny_model_dir, chat_data, out, **FINISHED_RUN)
+
+
+@pytest.mark.slow
+def test_trl_sft_never_overwrites_a_finished_run_silently(tmp_path, tiny_model_dir, chat_data, finished_run):  # noqa: F811
+    out, recipe = copy_of_finished_run(finished_run, tmp_path, tiny_model_dir, chat_data)
+    first = finished_run.result
     first_run = next(line for line in first.stdout.splitlines() if line.startswith("trl-smol ")).split("run ")[1][:20]
 
     again = trl_sft("--config", str(recipe))
@@ -160,10 +181,8 @@ def test_trl_sft_never_overwrites_a_finished_run_silently(tmp_path, tiny_model_d
 
 
 @pytest.mark.slow
-def test_trl_sft_resume_skips_a_checkpoint_cut_short(tmp_path, tiny_model_dir, chat_data):  # noqa: F811
-    out = tmp_path / "out"
-    recipe = write_recipe(tmp_path / "r.yaml", tiny_model_dir, chat_data, out, max_steps=2, save_steps=2)
-    assert trl_sft("--config", str(recipe)).returncode == 0
+def test_trl_sft_resume_skips_a_checkpoint_cut_short(tmp_path, tiny_model_dir, chat_data, finished_run):  # noqa: F811
+    out, recipe = copy_of_finished_run(finished_run, tmp_path, tiny_model_dir, chat_data)
     (out / "checkpoint-3").mkdir()  # what SIGKILL during a save leaves
     result = trl_sft("--config", str(recipe), "--resume_from_checkpoint", "true", "--max_steps", "4")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -158,37 +158,23 @@ def test_sigterm_then_resume_continues_with_the_same_data_order(tmp_path, tiny_m
     assert {step for step, _ in keys} == set(range(0, steps + 1, 4)) | {resumed_from}
 
 
-def test_trackio_local_store_holds_metrics_config_and_sample_tables(tmp_path, tiny_model_dir, chat_data):
-    trackio_dir = tmp_path / "trackio"
-    recipe = write_recipe(
-        tmp_path / "r.yaml",
-        tiny_model_dir,
-        chat_data,
-        tmp_path / "out",
-        max_steps=4,
-        sample_every_n_steps=2,
-        report_to="trackio",
-        project="trl-smol-readback",
-        run_name="tiny-run",
-        memory_preset="cpu",
-        save_strategy="no",
-    )
-    env = {"TRACKIO_DIR": str(trackio_dir)}
-    result = trl_sft("--config", str(recipe), env=env)
+def test_trackio_local_store_holds_metrics_config_and_sample_tables(shared_trl_sft_run):
+    # The tiny SmolLM3 through `trl sft`: 4 steps, samples every 2, the cpu preset, trackio (tests/conftest.py).
+    result, recipe, env = shared_trl_sft_run.result, shared_trl_sft_run.recipe, shared_trl_sft_run.env
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
     reader = textwrap.dedent(
         """\
-        import json
+        import json, sys
         from trackio.sqlite_storage import SQLiteStorage
-        logs = SQLiteStorage.get_logs("trl-smol-readback", "tiny-run")
-        config = SQLiteStorage.get_run_config("trl-smol-readback", "tiny-run")
+        logs = SQLiteStorage.get_logs(sys.argv[1], sys.argv[2])
+        config = SQLiteStorage.get_run_config(sys.argv[1], sys.argv[2])
         print(json.dumps({"keys": sorted({k for log in logs for k in log}), "config": config}, default=str))
         """
     )
     read = subprocess.run(
-        [sys.executable, "-c", reader], capture_output=True, text=True, env={**os.environ, **env}, timeout=120
-    )
+        [sys.executable, "-c", reader, recipe["project"], recipe["run_name"]],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
     assert read.returncode == 0, read.stderr
     stored = json.loads(read.stdout.strip().splitlines()[-1])
     assert "train/loss" in stored["keys"]

@@ -1,7 +1,7 @@
 """Run the whole CPU benchmark suite and write `report.json` and `report.md` (one table: figure, target, holds).
 
 ```bash
-HF_HUB_OFFLINE=1 python tests/benchmarks/run_all.py                 # everything, ~18 min on 2 free cores
+HF_HUB_OFFLINE=1 python tests/benchmarks/run_all.py                 # everything; demo_quality alone: 4.7 min, 2 cores
 python tests/benchmarks/run_all.py --only overhead data              # a subset
 python tests/benchmarks/run_all.py --quick --out /tmp/report.json    # small sizes, to check the suite itself
 ```
@@ -48,6 +48,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "data": ("bench_data.py", ["--rows", "100000"], ["--rows", "2000"]),
     "presets": ("bench_presets.py", ["--max-steps", "4", "--rounds", "2"], ["--max-steps", "2"]),
     "memory": ("bench_memory_cpu.py", [], ["--steps", "1"]),
+    # the demo's held-out quality check, moved here from the slow demo test (CI in 15 minutes on 2 cores)
+    "demo_quality": ("bench_demo_quality.py", [], ["--max-steps", "2"]),
 }
 
 
