@@ -1,6 +1,7 @@
 """Conversations are checked before tokenization: clear errors naming dataset, row and field, or counted drops."""
 
 import copy
+import os
 import re
 
 import pytest
@@ -14,7 +15,7 @@ GOOD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "c
 
 
 def config(**values):
-    return SmolSFTConfig(output_dir="/tmp/trl_smol_tests_unused", bf16=False, **values)
+    return SmolSFTConfig(output_dir=f"/tmp/trl_smol_tests_unused-{os.getpid()}", bf16=False, **values)
 
 
 @pytest.fixture

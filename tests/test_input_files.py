@@ -35,7 +35,9 @@ GOOD_LINE = json.dumps(CHAT) + "\n"
 
 
 def config(**values):
-    return SmolSFTConfig(output_dir="/tmp/trl_smol_tests_unused", bf16=False, report_to="none", **values)
+    return SmolSFTConfig(
+        output_dir=f"/tmp/trl_smol_tests_unused-{os.getpid()}", bf16=False, report_to="none", **values
+    )
 
 
 def load_mixture(path, builder="json", **entry):

@@ -1,5 +1,7 @@
 """Assistant-only loss with the SmolLM3 template: masks checked by decoding the trained tokens, through TRL's traps."""
 
+import os
+
 import pytest
 from datasets import Dataset
 from trl.chat_template_utils import is_chat_template_stop_token_trained
@@ -63,7 +65,7 @@ def tokenizer():
 
 def make_trainer(tokenizer, rows=CONVERSATIONS, **config):
     values = dict(
-        output_dir="/tmp/trl_smol_tests_unused",
+        output_dir=f"/tmp/trl_smol_tests_unused-{os.getpid()}",
         bf16=False,
         report_to="none",
         assistant_only_loss=True,

@@ -1,6 +1,7 @@
 """`trl-smol render`: examples as the trainer sees them, with counts and warnings."""
 
 import json
+import os
 
 import pytest
 from datasets import Dataset
@@ -31,7 +32,7 @@ NO_REASONING_IN_THINK = {"messages": [{"role": "user", "content": "Hi"}, {"role"
 
 
 def config(**values):
-    return SmolSFTConfig(output_dir="/tmp/trl_smol_tests_unused", bf16=False, **values)
+    return SmolSFTConfig(output_dir=f"/tmp/trl_smol_tests_unused-{os.getpid()}", bf16=False, **values)
 
 
 def rendered(rows, **values):
