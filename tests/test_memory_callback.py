@@ -1,5 +1,7 @@
 """`MemoryMonitorCallback`: peak memory in the logs, and measured peak against the estimate at the end."""
 
+import contextlib
+import mmap
 import types
 
 import torch
@@ -14,6 +16,20 @@ GIB = 1024**3
 
 def fake_args(device_type):
     return types.SimpleNamespace(device=torch.device(device_type))
+
+
+@contextlib.contextmanager
+def resident(size):
+    """Map `size` fresh bytes and touch every page, so they are resident until the block exits.
+
+    A tensor would not do: in a long-lived test process (a pytest-xdist worker) the allocator may serve it from freed
+    pages that are already resident, and keep them resident after `del`, so RSS would not move."""
+    block = mmap.mmap(-1, size)
+    block.write(b"\x01" * size)
+    try:
+        yield block
+    finally:
+        block.close()
 
 
 def logged(callback, args, state):
@@ -32,9 +48,8 @@ def test_cpu_logs_peak_rss_added_by_training(capsys):
     callback = MemoryMonitorCallback(estimate_bytes=256 * 1024**2)
     args, state = fake_args("cpu"), TrainerState()
     callback.on_train_begin(args, state, TrainerControl())
-    block = torch.ones(64 * 1024**2 // 4)  # 64 MiB, written so that it is resident
-    logs = logged(callback, args, state)
-    del block
+    with resident(64 * 1024**2):
+        logs = logged(callback, args, state)
     assert logs["memory/rss_added_gib"] >= 60 / 1024
     assert logs["memory/peak_rss_gib"] >= logs["memory/rss_added_gib"]
     assert "memory/rss_added_gib" not in state.log_history[-1]  # the reporters get `logs`; the history is not edited
@@ -44,9 +59,8 @@ def test_cpu_logs_peak_rss_added_by_training(capsys):
 
 
 def test_peak_rss_can_be_reset_on_linux():
-    block = torch.ones(32 * 1024**2 // 4)
-    high = peak_rss()
-    del block
+    with resident(32 * 1024**2):
+        high = peak_rss()
     if reset_peak_rss():
         assert peak_rss() < high
 
