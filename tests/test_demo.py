@@ -183,7 +183,7 @@ def test_model_card_records_base_model_recipe_data_versions_loss_and_samples(tin
     assert "Training examples after preparation: 8." in card
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert f"- Final training loss: {losses[-1]:.4f} (step 2)" in card
-    assert "## Samples (step 2)" in card and "**Prompt:** What is 2+2?" in card
+    assert "## Samples: step 0 and step 2 side by side" in card and "| What is 2+2? |" in card
     assert f"- trl-smol {__version__}" in card and f"- TRL {trl.__version__}" in card
     assert re.search(r"^- Transformers \d", card, re.MULTILINE)
     assert "trl-smol features: " in card and "callbacks=samples" in card
@@ -291,7 +291,7 @@ def test_demo_recipe_trains_with_stock_trl_sft_and_loads_back_without_the_plugin
     assert "Started as `trl sft --config recipes/smollm3_demo.yaml`" in card
     assert "data_files: recipes/data/smollm3_demo.jsonl" in card and f"max_steps: {steps}" in card
     assert re.search(rf"- Final training loss: \d+\.\d{{4}} \(step {steps}\)", card)
-    assert f"## Samples (step {steps})" in card
+    assert f"## Samples: step 0 and step {steps} side by side" in card
 
     # Load back without the plugin, as a user would, and generate.
     loaded = subprocess.run(

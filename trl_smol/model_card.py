@@ -3,7 +3,8 @@
 TRL's card says which trainer was used. This one also records what is needed to reproduce and judge the run: the base
 model (the identifier from the recipe and the local checkpoint it resolved to), the recipe (every setting that differs
 from the defaults, after memory presets, plus the adapter settings), the data, the versions of trl-smol, TRL and
-transformers, the final training loss and the last generated samples.
+transformers, the final training loss, and the first and the last sample pass side by side (with their pass rates
+when the sample prompts carry checks).
 
 ```python
 from trl_smol.model_card import build_model_card
@@ -17,8 +18,11 @@ card.save("smollm3-sft/README.md")          # what trainer.create_model_card() d
 
 from __future__ import annotations
 
+import html
+import itertools
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,23 +92,59 @@ def final_loss(log_history: list[dict[str, Any]]) -> tuple[float, int] | None:
     return None
 
 
-def last_samples(output_dir: str | os.PathLike) -> tuple[int | None, list[dict[str, Any]]]:
-    """The samples of the last generation pass in `output_dir/samples.jsonl`: `(step, rows)`; `(None, [])` if none."""
+def sample_passes(output_dir: str | os.PathLike) -> dict[int, list[dict[str, Any]]]:
+    """The rows of `output_dir/samples.jsonl` by step, in step order; `{}` without the file. Read only: a line being
+    written or cut short is skipped."""
     path = Path(output_dir) / SAMPLES_FILE
     if not path.exists():
-        return None, []
-    rows = []
+        return {}
+    passes: dict[int, list[dict[str, Any]]] = {}
     with open(path, encoding="utf-8") as handle:
         for line in handle:
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:  # a line being written while we read
-                    continue
-    if not rows:
-        return None, []
-    step = max((row.get("step", -1) for row in rows), default=-1)
-    return (step if step >= 0 else None), [row for row in rows if row.get("step", -1) == step]
+            try:
+                row = json.loads(line)
+                step = int(row["step"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):  # a line being written while we read
+                continue
+            passes.setdefault(step, []).append(row)
+    return dict(sorted(passes.items()))
+
+
+@dataclass
+class PassScores:
+    """One pass's figures as the training logs have them: `pass_rate` is the share of scored rows (`passed` not null)
+    that passed, `checks` each check's mean over the rows that carry it (true counts 1, false 0, a score as given);
+    both `None`/empty when no row has checks."""
+
+    samples: int
+    scored: int
+    passed: int
+    checks: dict[str, float]
+    stopped: float
+    mean_new_tokens: float | None
+
+    @property
+    def pass_rate(self) -> float | None:
+        return self.passed / self.scored if self.scored else None
+
+
+def pass_scores(rows: list[dict[str, Any]]) -> PassScores:
+    """[`PassScores`] of one pass's `samples.jsonl` rows."""
+    verdicts = [row["passed"] for row in rows if row.get("passed") is not None]
+    values: dict[str, list[float]] = {}
+    for row in rows:
+        for name, value in (row.get("checks") or {}).items():
+            if isinstance(value, (bool, int, float)):
+                values.setdefault(name, []).append(float(value))
+    tokens = [row["num_new_tokens"] for row in rows if isinstance(row.get("num_new_tokens"), int)]
+    return PassScores(
+        samples=len(rows),
+        scored=len(verdicts),
+        passed=sum(1 for verdict in verdicts if verdict is True),
+        checks={name: sum(scores) / len(scores) for name, scores in values.items()},
+        stopped=sum(1 for row in rows if row.get("stopped")) / len(rows) if rows else 0.0,
+        mean_new_tokens=sum(tokens) / len(tokens) if tokens else None,
+    )
 
 
 def _sample_prompt(row: dict[str, Any]) -> str:
@@ -120,6 +160,75 @@ def _sample_completion(row: dict[str, Any]) -> str:
     if row.get("thinking"):  # the samples callback stores the reasoning apart from the answer
         return f"<think>\n{row['thinking'].strip()}\n</think>\n{completion}"
     return completion
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def _rate(scores: PassScores) -> str:
+    return f"{_percent(scores.pass_rate)} ({scores.passed} of {scores.scored})" if scores.scored else "not scored"
+
+
+def _verdict(row: dict[str, Any] | None) -> str:
+    """`pass`, or `fail` with the checks that failed (a score below 0.5 fails, as in the logs), or `-` unscored."""
+    if row is None or row.get("passed") is None:
+        return "-"
+    if row["passed"]:
+        return "pass"
+    failed = [
+        name if isinstance(value, bool) else f"{name} {value:.2f}"
+        for name, value in (row.get("checks") or {}).items()
+        if value is False or (not isinstance(value, bool) and isinstance(value, (int, float)) and value < 0.5)
+    ]
+    return "fail: " + ", ".join(failed) if failed else "fail"
+
+
+def _cell(text: str, limit: int = 300) -> str:
+    """Text for a Markdown table cell: cut at `limit` characters, tags shown as text, one line."""
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", "<br>") or " "
+
+
+def samples_section(output_dir: str | os.PathLike) -> list[str]:
+    """The card's samples: the first and the last pass side by side, per prompt (answer, and pass or fail when the
+    prompts carry checks), with each pass's pass rates; one pass alone when there is only one."""
+    passes = sample_passes(output_dir)
+    if not passes:
+        return []
+    first, last = min(passes), max(passes)
+    steps = [first] if first == last else [first, last]
+    scores = {step: pass_scores(passes[step]) for step in steps}
+    checked = any(score.scored for score in scores.values())
+    if len(steps) == 1:
+        lines = ["", f"## Samples (step {first})", ""]
+    else:
+        lines = ["", f"## Samples: step {first} and step {last} side by side", ""]
+    if checked:
+        rates = ", ".join(f"{_rate(scores[step])} at step {step}" for step in steps)
+        lines += [f"Pass rate: {rates}.", ""]
+        names = list(dict.fromkeys(name for step in steps for name in scores[step].checks))
+        lines += [
+            f"- `{name}`: " + " → ".join(_percent(scores[step].checks.get(name)) for step in steps) for name in names
+        ]
+        lines.append("")
+    else:
+        lines += ["The sample prompts carry no `checks`: the answers are shown unscored.", ""]
+    header = ["prompt"]
+    for step in steps:
+        header += [f"step {step}"] + (["result"] if checked else [])
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    pairs = itertools.zip_longest(*(passes[step] for step in steps))
+    for pair in pairs:
+        prompt = next(_sample_prompt(row) for row in pair if row is not None)
+        cells = [_cell(prompt, limit=200)]
+        for row in pair:
+            cells.append(_cell(_sample_completion(row)) if row is not None else "-")
+            if checked:
+                cells.append(_verdict(row))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Answers are cut at 300 characters; every pass in full is in `samples.jsonl`."]
+    return lines
 
 
 def _versions() -> dict[str, str]:
@@ -141,18 +250,13 @@ def _yaml_block(values: dict[str, Any]) -> str:
     return f"```yaml\n{text}```"
 
 
-def _fence(text: str) -> str:
-    fence = "````" if "```" in text else "```"
-    return f"{fence}text\n{text}\n{fence}"
-
-
 def build_model_card(
     trainer: Any,
     model_name: str | None = None,
     dataset_name: str | None = None,
     tags: str | list[str] | None = None,
 ) -> ModelCard:
-    """A model card for `trainer`'s current state: base model, recipe, data, versions, final loss, last samples."""
+    """A model card for `trainer`'s current state: base model, recipe, data, versions, final loss, samples."""
     args = trainer.args
     model = trainer.model
     base_path = getattr(model.config, "_name_or_path", None) or None
@@ -250,11 +354,7 @@ def build_model_card(
     if mean is not None:  # only once training has finished (push_to_hub after train)
         lines.append(f"- Mean training loss over the run: {mean:.4f}")
 
-    step, samples = last_samples(args.output_dir)
-    if samples:
-        lines += ["", f"## Samples (step {step})" if step is not None else "## Samples", ""]
-        for row in samples:
-            lines += [f"**Prompt:** {_sample_prompt(row)}", "", _fence(_sample_completion(row)), ""]
+    lines += samples_section(args.output_dir)
 
     lines += ["", "### Framework versions", ""]
     lines += [f"- {name} {version}" for name, version in _versions().items()]

@@ -5,6 +5,7 @@ trl-smol callbacks                          # callbacks that recipes can name
 trl-smol render --config recipe.yaml -n 3   # examples as the trainer sees them
 trl-smol doctor --config recipe.yaml        # hardware, preset, memory estimate, verdict
 trl-smol estimate --model HuggingFaceTB/SmolLM3-3B-Base --method qlora --max-length 4096
+trl-smol samples smollm3-demo               # pass rates per sample pass (two output dirs: side by side)
 ```
 
 Each subcommand lives in its own module, which provides `configure_parser(parser)` and `run(args) -> int`; the
@@ -32,6 +33,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "Detect the hardware, pick a memory preset and check that the recipe fits.",
     ),
     "estimate": ("trl_smol.commands.estimate", "Estimate the memory of a hypothetical run, with a breakdown."),
+    "samples": (
+        "trl_smol.commands.samples",
+        "Pass rates per step from a run's samples.jsonl, or two runs side by side.",
+    ),
 }
 
 
