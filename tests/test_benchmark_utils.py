@@ -397,3 +397,27 @@ def test_a_merged_report_says_which_figures_it_ran_and_which_it_kept():
         "2026-11-29 17:18 UTC; samples from the run of 2026-11-30 02:59 UTC)"
     )
     assert run_all.merged_note({"merged_into": None, "command": "python tests/benchmarks/run_all.py"}) is None
+
+
+def test_the_held_out_prompt_set_carries_the_checks_of_the_demo_prompt_of_its_mode(tmp_path):
+    import bench_samples
+
+    regex = {"name": "regex", "pattern": "^🟢 Answer: \\S.*$"}
+    demo = tmp_path / "demo.jsonl"
+    demo.write_text(
+        json.dumps({"prompt": "a", "chat_template_kwargs": {"enable_thinking": False}, "checks": [regex]})
+        + "\n"
+        + json.dumps({"prompt": "b", "chat_template_kwargs": {"enable_thinking": True}, "checks": ["think", regex]})
+        + "\n"
+    )
+    small = bench_samples.heldout_file(6, demo, tmp_path / "small.jsonl").read_text().splitlines()
+    large = bench_samples.heldout_file(12, demo, tmp_path / "large.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in large]
+    assert large[:6] == small  # the end-of-training set starts with the in-training one
+    assert [row["chat_template_kwargs"]["enable_thinking"] for row in rows[:4]] == [False, True, False, True]
+    assert all(row["checks"] == (["think", regex] if row["chat_template_kwargs"]["enable_thinking"] else [regex])
+               for row in rows)  # fmt: skip
+    assert set(rows[0]) == {"messages", "chat_template_kwargs", "checks"}  # no `expected`: not a prompt key
+    demo.write_text(json.dumps({"prompt": "a"}) + "\n")  # demo prompts without checks: held-out rows without
+    plain = bench_samples.heldout_file(2, demo, tmp_path / "plain.jsonl").read_text().splitlines()
+    assert ["checks" in json.loads(line) for line in plain] == [False, False]

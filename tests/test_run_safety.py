@@ -16,7 +16,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
+from safetensors.torch import save_file
 from test_training_runs import TRL, chat_data, trl_sft, write_recipe  # noqa: F401  (chat_data is a fixture)
+from transformers import TrainerState
 
 from trl_smol.run_safety import (
     OutputDirBusyError,
@@ -46,11 +49,12 @@ def hold_lock(output_dir):
 
 
 def checkpoint(output_dir: Path, step: int, complete: bool = True) -> Path:
+    """A checkpoint at `step` of a 100-step run (or, not complete, the empty folder a save killed at once leaves)."""
     path = output_dir / f"checkpoint-{step}"
     path.mkdir(parents=True)
     if complete:
-        (path / "trainer_state.json").write_text("{}")
-        (path / "adapter_model.safetensors").write_bytes(b"weights")
+        TrainerState(global_step=step, max_steps=100).save_to_json(str(path / "trainer_state.json"))
+        save_file({"lora_A": torch.ones(2, 2)}, str(path / "adapter_model.safetensors"))
     return path
 
 
@@ -112,11 +116,11 @@ def test_resume_takes_the_newest_complete_checkpoint_and_names_the_skipped(tmp_p
     complete = checkpoint(tmp_path, 10)
     cut_short = checkpoint(tmp_path, 12, complete=False)  # a save killed with SIGKILL
     assert latest_complete_checkpoint(tmp_path) == (complete, [cut_short])
-    assert resume_path(str(tmp_path)) == str(complete)
+    assert resume_path(types.SimpleNamespace(output_dir=str(tmp_path), max_steps=100), True) == str(complete)
     empty = tmp_path / "empty"
     checkpoint(empty, 4, complete=False)
-    with pytest.raises(FileNotFoundError, match=r"No complete checkpoint .* \(checkpoint-4: incomplete"):
-        resume_path(str(empty))
+    with pytest.raises(FileNotFoundError, match=r"No complete checkpoint .*: checkpoint-4 \(no trainer_state.json"):
+        resume_path(types.SimpleNamespace(output_dir=str(empty), max_steps=100), True)
 
 
 # --- through `trl sft` ----------------------------------------------------------------------------------------------
@@ -169,7 +173,8 @@ def test_trl_sft_never_overwrites_a_finished_run_silently(tmp_path, tiny_model_d
     again = trl_sft("--config", str(recipe))
     assert again.returncode != 0
     assert last_line(again).startswith(f"PreviousRunError: The output directory {out} holds a previous run")
-    assert "--resume_from_checkpoint true" in last_line(again) and "--overwrite_output_dir true" in last_line(again)
+    assert "that has reached step 2, and `max_steps` is 2: nothing is left to resume." in last_line(again)
+    assert "--resume_from_checkpoint" not in last_line(again) and "--overwrite_output_dir true" in last_line(again)
 
     fresh = trl_sft("--config", str(recipe), "--overwrite_output_dir", "true")
     assert fresh.returncode == 0, fresh.stderr[-3000:]
@@ -180,14 +185,47 @@ def test_trl_sft_never_overwrites_a_finished_run_silently(tmp_path, tiny_model_d
     assert len(new_runs) == 1 and first_run not in new_runs  # nothing of the old run mixed in
 
 
+def files_of_run(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file a run left (but the lock's own two), with its bytes and modification time."""
+    return {
+        str(file.relative_to(folder)): (file.read_bytes(), file.stat().st_mtime_ns)
+        for file in sorted(folder.rglob("*"))
+        if file.is_file() and file.name not in (".trl_smol.lock", ".trl_smol_run.json")
+    }
+
+
 @pytest.mark.slow
-def test_trl_sft_resume_skips_a_checkpoint_cut_short(tmp_path, tiny_model_dir, chat_data, finished_run):  # noqa: F811
+def test_trl_sft_resume_of_a_finished_run_changes_nothing_and_a_raised_max_steps_trains_on(
+    tmp_path,
+    tiny_model_dir,
+    chat_data,  # noqa: F811
+    finished_run,
+):
     out, recipe = copy_of_finished_run(finished_run, tmp_path, tiny_model_dir, chat_data)
-    (out / "checkpoint-3").mkdir()  # what SIGKILL during a save leaves
-    result = trl_sft("--config", str(recipe), "--resume_from_checkpoint", "true", "--max_steps", "4")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Resuming from checkpoint-2; skipped checkpoint-3: incomplete" in result.stderr
+    finished = files_of_run(out)
+
+    again = trl_sft("--config", str(recipe), "--resume_from_checkpoint", "true")  # a requeued job, say
+
+    assert again.returncode == 0, again.stderr[-3000:]  # nothing to train is done, not failed (docs/run-safety.md)
+    assert last_line(again).startswith(
+        f"trl-smol: nothing left to train: {out}/checkpoint-2 is at step 2, and `max_steps` is 2; nothing was changed."
+    )
+    assert "Loading" not in again.stderr  # stopped before the model loaded
+    assert files_of_run(out) == finished  # the model, its checkpoint, samples and card: same bytes, same times
+
+    # A save cut short after the end (a damaged trainer_state.json) is named and skipped; max_steps raised to 4.
+    (out / "checkpoint-3").mkdir()
+    (out / "checkpoint-3" / "trainer_state.json").write_text('{"global_step": 3, "max_')
+    more = trl_sft("--config", str(recipe), "--resume_from_checkpoint", "true", "--max_steps", "4")
+
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert (
+        f"trl-smol: resuming from {out}/checkpoint-2 at step 2, where its run ended (max_steps 2); `max_steps` is 4 "
+        "now: training on; skipped checkpoint-3 (trainer_state.json is cut short or damaged: not valid JSON"
+    ) in more.stderr
     assert json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
+    kept = {name.removeprefix("checkpoint-2/"): value for name, value in finished.items() if "checkpoint-2/" in name}
+    assert files_of_run(out / "checkpoint-2") == kept  # the finished run's checkpoint stays as it was
 
 
 @pytest.mark.slow

@@ -17,15 +17,28 @@ prompts: one pass with `fast_lora` (adapters that add zero skipped, the others m
 rounds of rotating order, at step 0 (every `lora_B` zero) and with non-zero adapters (`lora_B` random, as after
 training); the texts must be the same as plain.
 
+`--heldout N` measures the sample budget with a held-out prompt set instead of the demo's four prompts (benchmark
+`sample_budget`): N demo questions that are not in the training rows (`trl_smol.demo.data.heldout_prompts`, half in
+think mode), each with the checks the demo's own prompt of its mode carries (and the recipe's `sample_checks`),
+generated in batches of `per_device_eval_batch_size` (8 unless `--batch-size`) at the recipe's `max_steps`,
+`sample_every_n_steps` and `sample_max_new_tokens`, measured as above (target: <= 5% of training time).
+`--end-heldout M` adds one run that samples a larger set of M (its first N are the same questions) at the end of
+training only (`sample_at_start: false`, `sample_every_n_steps: 0`): its pass as a share of that run's training time,
+without a target, since it is outside the in-training budget. `details.pass_rates` holds, per run and step, the pass
+rate, each check, the stopped share and the mean new tokens read back from `samples.jsonl`.
+
 ```bash
 HF_HUB_OFFLINE=1 python tests/benchmarks/bench_samples.py --out samples.json
 HF_HUB_OFFLINE=1 python tests/benchmarks/bench_samples.py --passes 3 --out sample_passes.json
+HF_HUB_OFFLINE=1 python tests/benchmarks/bench_samples.py --rounds 0 --heldout 256 --end-heldout 512 --out budget.json
 ```
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -58,12 +71,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-steps", type=int, help="Override the recipe's max_steps (default: as shipped).")
     parser.add_argument("--passes", type=int, default=0, help="Compare N rounds of single passes instead (see above).")
+    parser.add_argument(
+        "--heldout",
+        type=int,
+        default=0,
+        help="Sample N held-out demo questions (with the demo prompts' checks) instead of the recipe's prompts.",
+    )
+    parser.add_argument(
+        "--end-heldout",
+        type=int,
+        default=0,
+        help="With --heldout: one more run that samples M held-out questions at the end of training only.",
+    )
+    parser.add_argument("--max-new-tokens", type=int, help="Override the recipe's sample_max_new_tokens.")
+    parser.add_argument(
+        "--batch-size", type=int, help="Prompts per generate call (per_device_eval_batch_size; default 8)."
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     if args.passes:
         figures, details = compare_passes(args.passes)
         write_result(args.out, "sample_passes", figures, details, started)
         return 0
+    if args.end_heldout and not args.heldout:
+        parser.error("--end-heldout needs --heldout")
     shipped = load_recipe()
 
     with tempfile.TemporaryDirectory(prefix="bench-samples-") as scratch:
@@ -71,19 +102,37 @@ def main(argv: list[str] | None = None) -> int:
         common = {"report_to": "none", "disable_tqdm": True}
         if args.max_steps:
             common["max_steps"] = args.max_steps
+        if args.max_new_tokens:
+            common["sample_max_new_tokens"] = args.max_new_tokens
+        if args.batch_size:
+            common["per_device_eval_batch_size"] = args.batch_size
         with_samples = prepared_demo_recipe(workdir, **common)
         if not with_samples.get("sample_prompts"):
             raise SystemExit("The demo recipe sets no sample_prompts: there is nothing to measure.")
+        if args.heldout:
+            demo_prompts = Path(with_samples["sample_prompts"])
+            with_samples["sample_prompts"] = str(heldout_file(args.heldout, demo_prompts, workdir / "heldout.jsonl"))
         without = {key: value for key, value in with_samples.items() if key != "sample_prompts"}
         recipes = {
             "with samples": write_yaml({**with_samples, "output_dir": str(workdir / "with")}, workdir / "with.yaml"),
             "without samples": write_yaml({**without, "output_dir": str(workdir / "without")}, workdir / "no.yaml"),
         }
-        runs = {"with samples": [], "without samples": []}
+        if args.end_heldout:  # the larger set, at the end of training only
+            end_prompts = heldout_file(args.end_heldout, demo_prompts, workdir / "heldout_end.jsonl")
+            end_only = {**with_samples, "sample_prompts": str(end_prompts), "sample_at_start": False}
+            end_only["sample_every_n_steps"] = 0
+            recipes[END_ARM] = write_yaml({**end_only, "output_dir": str(workdir / "end")}, workdir / "end.yaml")
+        runs = {arm: [] for arm in recipes}
+        rates: dict[str, list] = {arm: [] for arm in recipes}  # per run: pass rates by step, from samples.jsonl
         order = interleaved(args.rounds, ("without samples", "with samples")) if args.rounds else ["with samples"]
+        order += [END_ARM] if args.end_heldout else []
         for index, arm in enumerate(order):
-            runs[arm].append(run_trl_sft(recipes[arm], plugin=True, label=f"{arm} #{index // 2 + 1}", cwd=workdir))
-        require_success(runs["with samples"] + runs["without samples"])
+            label = f"{arm} #{index // 2 + 1}"
+            runs[arm].append(run_trl_sft(recipes[arm], plugin=True, label=label, cwd=workdir))
+            rates[arm].append(pass_rates(workdir / "runs" / run_folder(label) / "samples.jsonl"))
+        require_success([run for arm_runs in runs.values() for run in arm_runs])
+    if not all(run.sample_passes for arm in recipes if arm != "without samples" for run in runs[arm]):
+        raise SystemExit("A run with samples had no timed pass: did the samples table title change (benchlib)?")
 
     with_seconds = median([run.train_seconds for run in runs["with samples"]])
     reported = median([sum(seconds for _, seconds in run.sample_passes) for run in runs["with samples"]])
@@ -98,9 +147,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{steps} steps, every {with_samples.get('sample_every_n_steps')} steps, "
         f"{with_samples.get('sample_max_new_tokens')} new tokens"
     )
+    if args.heldout:
+        batch = with_samples.get("per_device_eval_batch_size", 8)
+        checks = heldout_checks(rates)
+        settings = f"{args.heldout} held-out prompts in batches of {batch}, {settings}; checks: {checks}"
     figures = [
         figure(
-            "train time with / without samples - 1",
+            f"held-out set of {args.heldout}: train time with / without samples - 1"
+            if args.heldout
+            else "train time with / without samples - 1",
             with_seconds / without_seconds - 1,
             TARGET,
             note=f"{settings}; {how}",
@@ -120,10 +175,77 @@ def main(argv: list[str] | None = None) -> int:
         "passes": runs["with samples"][0].sample_passes,
         "with_seconds": with_seconds,
         "without_seconds": without_seconds,
+        "pass_rates": {arm: arm_rates for arm, arm_rates in rates.items() if arm_rates},
         "runs": {arm: [run.summary() for run in arm_runs] for arm, arm_runs in runs.items()},
     }
-    write_result(args.out, "samples", figures, details, started)
+    if args.end_heldout:
+        figures.append(end_figure(runs[END_ARM][0], args.end_heldout))
+    write_result(args.out, "sample_budget" if args.heldout else "samples", figures, details, started)
     return 0
+
+
+END_ARM = "end of training only"
+
+
+def heldout_file(count: int, demo_prompts: Path, path: Path) -> Path:
+    """`count` demo questions that are not in the training rows (`heldout_prompts`, half of them think), as a prompt
+    file; each carries the checks of the demo's own prompt of the same mode, as the recipe samples them. The first
+    `count` of a larger set are the same questions."""
+    from trl_smol.demo.data import heldout_prompts
+
+    checks = {}
+    for line in demo_prompts.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line) if line.strip() else None
+        if isinstance(row, dict) and row.get("checks"):
+            thinking = bool((row.get("chat_template_kwargs") or {}).get("enable_thinking", True))
+            checks.setdefault(thinking, row["checks"])
+    with path.open("w", encoding="utf-8") as file:
+        for prompt in heldout_prompts(count):
+            row = {"messages": prompt["messages"], "chat_template_kwargs": prompt["chat_template_kwargs"]}
+            mode_checks = checks.get(prompt["chat_template_kwargs"]["enable_thinking"])
+            file.write(json.dumps({**row, **({"checks": mode_checks} if mode_checks else {})}, ensure_ascii=False))
+            file.write("\n")
+    return path
+
+
+def run_folder(label: str) -> str:
+    """The folder `run_trl_sft` gives a run under `runs/`."""
+    return re.sub(r"[^\w.-]+", "-", label).strip("-")
+
+
+def pass_rates(path: Path) -> dict[int, dict]:
+    """Per pass of a run's `samples.jsonl`: samples, pass rate, each check, stopped share, mean new tokens."""
+    from trl_smol.model_card import pass_scores, sample_passes
+
+    rates = {}
+    for step, rows in sample_passes(path.parent).items():
+        scores = pass_scores(rows)
+        rates[step] = {
+            "samples": scores.samples,
+            "pass_rate": scores.pass_rate,
+            "checks": scores.checks,
+            "stopped": scores.stopped,
+            "mean_new_tokens": scores.mean_new_tokens,
+        }
+    return rates
+
+
+def heldout_checks(rates: dict[str, list]) -> str:
+    """The checks the held-out samples were scored with, as the rows of the run with samples name them."""
+    names = {name for run in rates["with samples"] for step in run.values() for name in step["checks"]}
+    return ", ".join(sorted(names)) or "none"
+
+
+def end_figure(run, count: int) -> dict:
+    """The end-of-training pass of the larger set, as a share of that run's training time without it."""
+    step, seconds = run.sample_passes[-1]
+    batch_note = f"{count} held-out prompts at step {step} only (sample_at_start false, sample_every_n_steps 0)"
+    return figure(
+        f"held-out set of {count} at the end only: pass / train time without",
+        seconds / (run.train_seconds - seconds),
+        None,
+        note=f"{batch_note}; outside the in-training budget; one run, minus its pass (callback clock)",
+    )
 
 
 ARMS = {  # SampleGenerator settings of each arm of `--passes`

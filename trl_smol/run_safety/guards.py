@@ -3,7 +3,7 @@
 ```python
 lock = take_output_dir(args, run_id)              # main process only; None on the other ranks
 guard_output_dir(args, resume=False)              # PreviousRunError, or move the old run aside with overwrite
-path = resume_path(args.output_dir)               # the newest complete checkpoint, skipped ones named
+path = resume_path(args, True)                    # the newest complete checkpoint; NothingToTrain if done
 ```
 """
 
@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from transformers.utils import logging
 
 from ..launch import report_failure
+from .checkpoints import Progress, checkpoint_problem, resumable_checkpoint
 from .interrupt import InterruptCheckpoint
 from .output_dir import (
+    NoCheckpointError,
+    NothingToTrain,
     OutputDirLock,
     check_previous_run,
     describe_takeover,
-    latest_complete_checkpoint,
+    furthest_progress,
     move_previous_run,
 )
 
@@ -46,7 +50,10 @@ def guard_output_dir(args: Any, *, resume: bool) -> None:
     """Stop a new run from mixing with a previous run in `args.output_dir`, or move that run aside when
     `overwrite_output_dir` asks for it (main process; every process checks)."""
     overwrite = bool(getattr(args, "overwrite_output_dir", False))
-    found = check_previous_run(args.output_dir, resume=resume, overwrite=overwrite)
+    max_steps, epochs = _target(args)
+    found = check_previous_run(
+        args.output_dir, resume=resume, overwrite=overwrite, max_steps=max_steps, num_train_epochs=epochs
+    )
     if found and overwrite and not resume and _is_main(args):
         moved = move_previous_run(args.output_dir)
         print(
@@ -57,19 +64,75 @@ def guard_output_dir(args: Any, *, resume: bool) -> None:
         )
 
 
-def resume_path(output_dir: str) -> str:
-    """The checkpoint `resume_from_checkpoint=True` resumes from: the newest complete one."""
-    path, skipped = latest_complete_checkpoint(output_dir)
-    names = ", ".join(p.name for p in skipped)
-    if path is None:
-        found = f" ({names}: incomplete, a save cut short)" if skipped else ""
-        raise FileNotFoundError(
-            f"No complete checkpoint to resume from in {output_dir}{found}. Start the run without "
-            "`--resume_from_checkpoint`, or point it to a checkpoint folder."
+def _target(args: Any) -> tuple[int | None, float | None]:
+    """What the run is set to train: `max_steps` (when > 0, it wins, as in `Trainer`), else `num_train_epochs`."""
+    return getattr(args, "max_steps", None), getattr(args, "num_train_epochs", None)
+
+
+def _say(args: Any, line: str) -> None:
+    if _is_main(args):
+        print(line, file=sys.stderr, flush=True)
+
+
+def resume_path(args: Any, resume_from_checkpoint: str | bool = True) -> str:
+    """The checkpoint a resume starts from, after one line saying what the resume does: for `True` the newest one
+    that can be resumed (newer ones cut short or damaged are named and skipped), else the folder given, checked.
+
+    Raises [`NothingToTrain`] (exit status 0) when the run has already reached its `max_steps` (or
+    `num_train_epochs`): `Trainer` would train one more step and the script would replace the finished model. Raises
+    [`NoCheckpointError`] when no checkpoint can be resumed, naming each one and its problem.
+    """
+    output_dir = args.output_dir
+    max_steps, epochs = _target(args)
+    if resume_from_checkpoint is True:
+        path, skipped = resumable_checkpoint(output_dir)
+        progress = furthest_progress(output_dir, path)
+    else:
+        path, skipped = Path(resume_from_checkpoint), []
+        problem = checkpoint_problem(path)
+        if problem is not None:
+            raise NoCheckpointError(f"Cannot resume from {path}: {problem}. {_ANEW}")
+        progress = Progress.read(path)
+    if progress is not None and not progress.left_for(max_steps, epochs):
+        setting = "`max_steps`" if max_steps is not None and max_steps > 0 else "`num_train_epochs`"
+        message = (
+            f"trl-smol: nothing left to train: {progress.path} is at {progress.describe_target(max_steps, epochs)}; "
+            f"nothing was changed. To train it further, raise {setting} and resume again; to train anew, "
+            "use `--overwrite_output_dir true` (moves this run aside) or another `output_dir`."
         )
-    if skipped:
-        logger.warning(f"Resuming from {path.name}; skipped {names}: incomplete (trainer state or weights missing).")
+        _say(args, message)
+        raise NothingToTrain(message)
+    if path is None:
+        if skipped:
+            unusable = ", ".join(map(str, skipped))
+            raise NoCheckpointError(f"No complete checkpoint to resume from in {output_dir}: {unusable}. {_ANEW}")
+        raise NoCheckpointError(f"No checkpoint to resume from in {output_dir}. {_ANEW}")
+    _say(args, _resuming(path, skipped, max_steps, epochs))
     return str(path)
+
+
+_ANEW = (
+    "Resume from another checkpoint folder with `--resume_from_checkpoint PATH`, or train anew with "
+    "`--overwrite_output_dir true` (moves this run aside) or another `output_dir`."
+)
+
+
+def _resuming(path: Path, skipped: list, max_steps: int | None, epochs: float | None) -> str:
+    """`trl-smol: resuming from X/checkpoint-2 at step 2 of 4; skipped checkpoint-3 (no trainer_state.json: ...)`"""
+    progress = Progress.read(path)
+    by_steps = max_steps is not None and max_steps > 0
+    line = f"trl-smol: resuming from {path} at step {progress.global_step}"
+    if progress.ended:  # its own run had finished: this one goes on because max_steps / num_train_epochs was raised
+        was = f"max_steps {progress.max_steps}" if by_steps else f"epoch {progress.epoch:g}"
+        now = f"`max_steps` is {max_steps}" if by_steps else f"`num_train_epochs` is {epochs:g}"
+        line += f", where its run ended ({was}); {now} now: training on"
+    elif by_steps:
+        line += f" of {max_steps}"
+    elif epochs is not None:
+        line += f" (epoch {progress.epoch:g} of {epochs:g})"
+    if skipped:
+        line += f"; skipped {', '.join(map(str, skipped))}"
+    return line + "."
 
 
 def stop_after_interrupt(args: Any, interrupt: InterruptCheckpoint) -> None:
@@ -102,18 +165,32 @@ class RunGuard:
     def __init__(self, args: Any, run_id: str, *, check_now: bool, save_on_interrupt: bool):
         self.lock = take_output_dir(args, run_id)
         self.checked = check_now
+        self.resumed: tuple[str | bool, str] | None = None  # (what was asked, the checkpoint it resolved to)
         if check_now:
-            guard_output_dir(args, resume=bool(args.resume_from_checkpoint))
+            try:
+                self._check(args, args.resume_from_checkpoint)
+            except BaseException:  # stopped before the model loads (NothingToTrain included): the lock goes too
+                self.release()
+                raise
         self.interrupt = InterruptCheckpoint() if save_on_interrupt else None
 
     def before_train(self, args: Any, resume_from_checkpoint: str | bool | None) -> str | bool | None:
-        """Check the output dir if that was left to `train()`, and resolve `True` to the newest complete checkpoint."""
+        """Check the output dir if that was left to `train()`, and resolve a resume to the checkpoint it starts from
+        (`True`: the newest complete one), or stop with [`NothingToTrain`] when the run has nothing left to train."""
         if not self.checked:
-            guard_output_dir(args, resume=bool(resume_from_checkpoint))
+            self._check(args, resume_from_checkpoint)
             self.checked = True
-        if resume_from_checkpoint is True:
-            return resume_path(args.output_dir)
-        return resume_from_checkpoint
+        if not resume_from_checkpoint:
+            return resume_from_checkpoint
+        resumed, self.resumed = self.resumed, None  # resolved before loading: once (a second train() looks again)
+        if resumed is not None and resumed[0] == resume_from_checkpoint:
+            return resumed[1]
+        return resume_path(args, resume_from_checkpoint)
+
+    def _check(self, args: Any, resume_from_checkpoint: str | bool | None) -> None:
+        guard_output_dir(args, resume=bool(resume_from_checkpoint))
+        if resume_from_checkpoint:
+            self.resumed = (resume_from_checkpoint, resume_path(args, resume_from_checkpoint))
 
     def after_train(self, args: Any) -> None:
         if self.interrupt is not None and self.interrupt.signal is not None:

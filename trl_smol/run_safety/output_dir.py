@@ -4,9 +4,13 @@
 from trl_smol.run_safety import OutputDirLock, check_previous_run, latest_complete_checkpoint
 
 lock = OutputDirLock("smollm3-sft", run_id="20261129-221500-3f2a").acquire()   # OutputDirBusyError if in use
-check_previous_run("smollm3-sft", resume=False, overwrite=False)             # PreviousRunError if a run is there
-path, skipped = latest_complete_checkpoint("smollm3-sft")                    # skips checkpoints cut short
+check_previous_run("smollm3-sft", resume=False, overwrite=False, max_steps=2000)   # PreviousRunError if a run is there
+path, skipped = latest_complete_checkpoint("smollm3-sft")                    # skips checkpoints cut short or damaged
 ```
+
+The previous-run error names the way out that applies: resume only when the run has steps left for the new settings
+(`max_steps`, else `num_train_epochs`), else `overwrite_output_dir` or another `output_dir`. Which checkpoints can be
+resumed, and how far a run got, is [`trl_smol.run_safety.checkpoints`].
 
 The lock is an OS file lock (`filelock`) on `output_dir/.trl_smol.lock`, so the operating system releases it when
 the process dies, however it dies; `output_dir/.trl_smol_run.json` says who holds it (process, host, run id, start
@@ -18,7 +22,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import re
 import shutil
 import socket
 import time
@@ -26,15 +29,12 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from .checkpoints import WEIGHT_FILES, Progress, checkpoints, resumable_checkpoint
+
 LOCK_FILE = ".trl_smol.lock"
 HOLDER_FILE = ".trl_smol_run.json"
 # What a finished or checkpointed run leaves: any of these in the output dir is a previous run's work.
 MODEL_FILES = ("config.json", "adapter_config.json", "model.safetensors", "adapter_model.safetensors")
-WEIGHT_FILES = (
-    "model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin",
-    "pytorch_model.bin.index.json", "adapter_model.bin",
-)  # fmt: skip
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class OutputDirBusyError(RuntimeError):
@@ -43,6 +43,22 @@ class OutputDirBusyError(RuntimeError):
 
 class PreviousRunError(RuntimeError):
     """The output directory holds a previous run's model or checkpoints; the run neither resumes nor overwrites."""
+
+
+class NoCheckpointError(FileNotFoundError):
+    """A resume was asked for, and no checkpoint it names or finds can be resumed (each is named with its problem)."""
+
+
+class NothingToTrain(SystemExit):
+    """A resume of a run that has already trained what the settings ask for: nothing to do, so nothing is changed.
+
+    A `SystemExit` with status 0: a script (or a scheduler requeueing its job) ends as after a finished run, without
+    reaching the `save_model()` that would replace the finished model with the one loaded at start; `message` is the
+    line printed."""
+
+    def __init__(self, message: str):
+        super().__init__(0)
+        self.message = message
 
 
 # Locks this process holds, by directory: a second trainer in the same process (a notebook training again) reuses
@@ -61,8 +77,10 @@ class OutputDirLock:
         self._lock = _HELD.get(key) or FileLock(key)
         self._key = key
         self.took_over: dict | None = None  # the record of a holder that had died, when this run replaced it
+        self.created: list[Path] = []  # the folders `acquire` created, deepest first
 
     def acquire(self) -> OutputDirLock:
+        self.created = [path for path in (self.output_dir, *self.output_dir.parents) if not path.exists()]
         self.output_dir.mkdir(parents=True, exist_ok=True)
         holder = self.holder()
         try:
@@ -92,6 +110,18 @@ class OutputDirLock:
         if _HELD.pop(self._key, None) is not None and self._lock.is_locked:
             (self.output_dir / HOLDER_FILE).unlink(missing_ok=True)
             self._lock.release(force=True)
+            self._remove_if_unused()
+
+    def _remove_if_unused(self) -> None:
+        """A run that created the output dir and wrote nothing into it (it failed before) leaves no folder holding
+        only the lock file; a folder that holds anything else is kept."""
+        try:
+            if self.created and [path.name for path in self.output_dir.iterdir()] == [LOCK_FILE]:
+                (self.output_dir / LOCK_FILE).unlink()
+            for folder in self.created:  # deepest first; stops at the first that is not empty
+                folder.rmdir()
+        except OSError:
+            pass
 
 
 def _describe(holder: dict) -> str:
@@ -107,30 +137,6 @@ def describe_takeover(holder: dict) -> str:
     return f"trl-smol: took over the output-directory lock of {_describe(holder)}, whose process is gone."
 
 
-def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """`checkpoint-N` folders, by step."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
-    return [path for _, path in sorted(found)]
-
-
-def is_complete_checkpoint(path: Path) -> bool:
-    """A checkpoint a run can resume from: its trainer state and its weights are there."""
-    return (path / "trainer_state.json").is_file() and any((path / name).is_file() for name in WEIGHT_FILES)
-
-
-def latest_complete_checkpoint(output_dir: str | os.PathLike) -> tuple[Path | None, list[Path]]:
-    """The newest complete checkpoint, and the newer ones skipped because they are incomplete (a save cut short)."""
-    skipped: list[Path] = []
-    for path in reversed(checkpoints(output_dir)):
-        if is_complete_checkpoint(path):
-            return path, skipped
-        skipped.append(path)
-    return None, skipped
-
-
 def previous_run_files(output_dir: str | os.PathLike) -> list[str]:
     """What a previous run left in `output_dir`: its checkpoints and model files (names, for the message)."""
     folder = Path(output_dir)
@@ -141,21 +147,61 @@ def previous_run_files(output_dir: str | os.PathLike) -> list[str]:
     return found
 
 
-def check_previous_run(output_dir: str | os.PathLike, *, resume: bool, overwrite: bool) -> list[str]:
+def check_previous_run(
+    output_dir: str | os.PathLike,
+    *,
+    resume: bool,
+    overwrite: bool,
+    max_steps: int | None = None,
+    num_train_epochs: float | None = None,
+) -> list[str]:
     """Stop a new run from mixing with a previous run's work. Returns what was found (empty when nothing was).
 
     Raises [`PreviousRunError`] when `output_dir` holds a previous run's model or checkpoints and the run neither
-    resumes nor overwrites.
+    resumes nor overwrites. The message suggests resuming only when the new run (`max_steps`, else
+    `num_train_epochs`) would have something left to train from the newest checkpoint that can be resumed.
     """
     found = previous_run_files(output_dir)
     if found and not resume and not overwrite:
-        shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
-        raise PreviousRunError(
-            f"The output directory {output_dir} holds a previous run ({shown}). Continue it with "
-            "`--resume_from_checkpoint true`, or start over with `--overwrite_output_dir true` (its files are moved "
-            "to a dated folder beside it), or choose another `output_dir`."
-        )
+        raise PreviousRunError(_previous_run_message(output_dir, found, max_steps, num_train_epochs))
     return found
+
+
+def _previous_run_message(
+    output_dir: str | os.PathLike, found: list[str], max_steps: int | None, num_train_epochs: float | None
+) -> str:
+    shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
+    start = f"The output directory {output_dir} holds a previous run ({shown})"
+    anew = (
+        "start over with `--overwrite_output_dir true` (its files are moved to a dated folder beside it), or choose "
+        "another `output_dir`"
+    )
+    path, skipped = resumable_checkpoint(output_dir)
+    progress = furthest_progress(output_dir, path)
+    if progress is not None and not progress.left_for(max_steps, num_train_epochs):
+        setting = "`max_steps`" if max_steps is not None and max_steps > 0 else "`num_train_epochs`"
+        return (
+            f"{start} that has reached {progress.describe_target(max_steps, num_train_epochs)}: nothing is left to "
+            f"resume. To train anew, {anew}; to train it further, raise {setting} and resume it."
+        )
+    if path is not None and progress is not None:
+        return (
+            f"{start} that stopped at {progress.describe_target(max_steps, num_train_epochs)}. Continue it with "
+            f"`--resume_from_checkpoint true`, or {anew}."
+        )
+    unusable = f": {', '.join(map(str, skipped))}" if skipped else ""
+    return f"{start} and no checkpoint to resume from{unusable}. To train anew, {anew}."
+
+
+def furthest_progress(output_dir: str | os.PathLike, checkpoint: Path | None) -> Progress | None:
+    """How far the previous run in `output_dir` got: the checkpoint's progress, or the final model's when a
+    `trainer_state.json` was saved beside it (`Trainer.save_state()`) and is further on."""
+    found = [Progress.read(checkpoint)] if checkpoint is not None else []
+    folder = Path(output_dir)
+    if any((folder / name).is_file() for name in WEIGHT_FILES):
+        found.append(Progress.read(folder))
+    found = [progress for progress in found if progress is not None]
+    return max(found, key=lambda progress: progress.global_step, default=None)
 
 
 def move_previous_run(output_dir: str | os.PathLike) -> Path | None:
