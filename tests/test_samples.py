@@ -18,6 +18,7 @@ from trl_smol.testing import tiny_smollm3_model
 
 ROW_FIELDS = {
     "run", "step", "prompt", "completion", "thinking", "enable_thinking", "num_new_tokens", "stopped", "seconds",
+    "checks", "passed",
 }  # fmt: skip
 NO_THINK = {"enable_thinking": False}  # the think-mode system prompt alone exceeds the tiny model's context
 DEMO_PROMPTS = Path(__file__).parents[1] / "recipes" / "prompts" / "smollm3_demo.jsonl"
@@ -464,3 +465,7 @@ def test_two_process_run_writes_each_step_and_prompt_once(tmp_path, tiny_model_d
     prompts = ["What is 7 plus 5?", "Name a primary colour.", "Hi"]  # three prompts over two processes: uneven split
     assert sorted(pairs) == sorted((step, prompt) for step in (0, 2, 4) for prompt in prompts)
     assert "world_size=2" in result.stdout
+    # Scored where generated, gathered with the rows; both ranks selected the same checkpoint by the pass rate.
+    assert all(row["checks"] == {"stops": row["stopped"], "regex": True} for row in rows)
+    best = sorted(line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("rank "))
+    assert len(best) == 2 and best[0] == best[1] and "checkpoint-" in best[0], result.stdout

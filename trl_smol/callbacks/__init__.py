@@ -25,9 +25,14 @@ class UnknownCallbackError(ValueError):
     """A callback name that no installed package registers."""
 
 
+def registered_entry_points(group: str) -> dict[str, EntryPoint]:
+    """Installed entry points of `group` by name (callbacks here; sample checks in `trl_smol.samples.checks`)."""
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
 def registered_callbacks() -> dict[str, EntryPoint]:
     """Installed callbacks by name, from every package's `trl_smol.callbacks` entry points."""
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return registered_entry_points(ENTRY_POINT_GROUP)
 
 
 def load_callback(name: str, args: Any = None):
@@ -59,4 +64,11 @@ def run_first(callback_handler: Any, *callback_types: type) -> None:
     callback_handler.callbacks = first + [callback for callback in callbacks if callback not in first]
 
 
-__all__ = ["ENTRY_POINT_GROUP", "UnknownCallbackError", "load_callback", "registered_callbacks", "run_first"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "UnknownCallbackError",
+    "load_callback",
+    "registered_callbacks",
+    "registered_entry_points",
+    "run_first",
+]

@@ -3,6 +3,7 @@
 ```yaml
 sample_prompts: [What is 2+2?, Name a colour.]   # or a .jsonl / .txt file
 sample_every_n_steps: 50
+sample_checks: [stops]                           # scored on every prompt, with each prompt's own `checks`
 ```
 
 The callback itself ([`trl_smol.samples.SampleGenerationCallback`]) works in any `transformers.Trainer`; this module
@@ -42,6 +43,10 @@ class SampleArguments:
     sample_seed (`int`, *optional*, defaults to `0`):
         Seed of sampled generations: each pass reseeds with `sample_seed + step`, so the same step gives the same
         text, and the training random state is not touched.
+    sample_checks (`list`, *optional*):
+        Checks scored on every sample prompt, after the prompt's own `checks`: names (`stops`, `think`) or objects
+        (`{name: regex, pattern: "^Answer: "}`). Pass rates go to the trackers as `samples/pass_rate` and
+        `samples/<check>`, and into evaluations as `eval_samples_pass_rate`, usable as `metric_for_best_model`.
     """
 
     # Typed list[str] so the command line accepts `--sample_prompts a b` or a file; YAML and Python may give dicts.
@@ -62,10 +67,22 @@ class SampleArguments:
     sample_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
     sample_top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass."})
     sample_seed: int = field(default=0, metadata={"help": "Seed for sampled generations (reproducible per step)."})
+    # Typed list[str] like sample_prompts: the command line takes names, YAML and Python may give objects.
+    sample_checks: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Checks scored on every sample prompt (names such as stops, think, or objects such as "
+            "{name: regex, pattern: ...}); pass rates are logged as samples/pass_rate and eval_samples_pass_rate."
+        },
+    )
 
 
 class Samples(Feature):
     name = "samples"
+
+    def check_arguments(self, args: Any) -> None:
+        if args.sample_checks and not args.sample_prompts:
+            raise ValueError("sample_checks are scored on sample prompts: set `sample_prompts` too, or remove them.")
 
     def decide(self, context: RunContext) -> Decision:
         if context.value("sample_prompts"):

@@ -24,22 +24,32 @@ With `SmolSFTConfig`, setting `sample_prompts` is enough: `SmolSFTTrainer` adds 
 Every generation pass writes one line per prompt to `output_dir/samples.jsonl` (append-only, flushed after each pass),
 prints a table on the console, and logs a table with the history of all passes to trackio / wandb when they are in
 `report_to`, together with `samples/seconds`, the wall time of the pass.
+
+Prompts may carry checks (`{"messages": [...], "checks": ["stops", {"name": "regex", "pattern": "^Answer: "}]}`, or
+`checks=[...]` for every prompt): each row then carries its results, the console marks each sample pass/fail, the
+trackers get `samples/pass_rate` and `samples/<check>` per pass, and an evaluation gets `eval_samples_pass_rate` and
+`eval_samples_<check>` in its metrics, so `metric_for_best_model: eval_samples_pass_rate` selects checkpoints by them.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from transformers import TrainerCallback
+from transformers.utils import logging
 
 from ..console import step as console_step
 from ..launch import new_run_id
+from .checks import summarize
 from .generation import SampleGenerator
 from .outputs import SampleOutputs
 from .prompts import SamplePromptError, load_prompts
+
+logger = logging.get_logger(__name__)
 
 
 class SampleGenerationCallback(TrainerCallback):
@@ -70,6 +80,9 @@ class SampleGenerationCallback(TrainerCallback):
             Prompts per `generate` call (per process).
         chat_template_kwargs (`dict`, *optional*):
             Defaults for the chat template's kwargs, under each prompt's own.
+        checks (`list`, *optional*):
+            Checks for every prompt, after each prompt's own `checks`: names (`"stops"`, `"think"`) or objects
+            (`{"name": "regex", "pattern": "^Answer: "}`); see [`trl_smol.samples.checks`].
         model ([`~transformers.PreTrainedModel`], *optional*) and tokenizer (*optional*):
             Used instead of the ones the trainer passes to callbacks.
 
@@ -91,6 +104,7 @@ class SampleGenerationCallback(TrainerCallback):
         seed: int = 0,
         batch_size: int = 8,
         chat_template_kwargs: dict[str, Any] | None = None,
+        checks: Sequence[Any] | None = None,
         model: torch.nn.Module | None = None,
         tokenizer: Any = None,
     ):
@@ -100,7 +114,7 @@ class SampleGenerationCallback(TrainerCallback):
                 f"{every_n_steps}, {max_new_tokens} and {batch_size}."
             )
         self.generator = SampleGenerator(
-            load_prompts(prompts),
+            load_prompts(prompts, checks=checks),
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             temperature=temperature,
@@ -119,6 +133,8 @@ class SampleGenerationCallback(TrainerCallback):
         self.run_id: str | None = None
         self.outputs: SampleOutputs | None = None
         self._done_steps: set[int] = set()
+        # Each pass's figures by step (`pass_rate`, each check's mean), on every process: evaluations read them.
+        self.scores: dict[int, dict[str, float]] = {}
 
     @property
     def prompts(self):
@@ -154,7 +170,25 @@ class SampleGenerationCallback(TrainerCallback):
             seed=args.sample_seed,
             batch_size=args.per_device_eval_batch_size,
             chat_template_kwargs=chat_template_kwargs or getattr(args, "chat_template_kwargs", None),
-        )
+            checks=getattr(args, "sample_checks", None),
+        ).check_selection(args)
+
+    def check_selection(self, args: Any) -> SampleGenerationCallback:
+        """Fail before training when `metric_for_best_model` names a sample metric the prompts' checks do not give."""
+        metric = getattr(args, "metric_for_best_model", None) or ""
+        name = metric.removeprefix("eval_")
+        if not name.startswith("samples_"):
+            return self
+        keys = self.generator.check_keys
+        known = [f"eval_samples_{key}" for key in ["pass_rate", *keys]] if keys else []
+        if not keys or name.removeprefix("samples_") not in ["pass_rate", *keys]:
+            given = (
+                f"the sample checks give {', '.join(known)}"
+                if keys
+                else "no sample prompt has checks: add `checks` to the prompts or `sample_checks` to the recipe"
+            )
+            raise SamplePromptError(f"metric_for_best_model={metric} is not a sample metric of this run: {given}.")
+        return self
 
     def generate(self, model: torch.nn.Module, tokenizer: Any, step: int = 0, gradient_checkpointing_kwargs=None):
         """One pass over all prompts (see [`SampleGenerator.generate`]); every process must call it."""
@@ -162,14 +196,18 @@ class SampleGenerationCallback(TrainerCallback):
 
     # --- TrainerCallback events -----------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
+        self.check_selection(args)
+        self._open(args, state, **kwargs)
+        if self.at_start and state.global_step == 0:
+            self._maybe_generate(args, state, **kwargs)
+
+    def _open(self, args, state, **kwargs) -> None:
         model = self.model or kwargs.get("model")
         if model is not None:
             self.generator.max_prompt_tokens(model)  # a token budget larger than the context fails here
         self.run_id = self.run_id or new_run_id()
         self.outputs = SampleOutputs(args.output_dir)
         self._done_steps |= self.outputs.load_written_steps(state)
-        if self.at_start and state.global_step == 0:
-            self._maybe_generate(args, state, **kwargs)
 
     def on_step_end(self, args, state, control, **kwargs):
         step = state.global_step
@@ -182,6 +220,29 @@ class SampleGenerationCallback(TrainerCallback):
         # Training stopped before max_steps (e.g. early stopping): the final pass has not run yet.
         if self.at_end and state.global_step not in self._done_steps:
             self._maybe_generate(args, state, **kwargs)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        """Add this step's pass rates to the evaluation's metrics (`eval_samples_pass_rate`, `eval_samples_<check>`),
+        which the Trainer reads after the callbacks to pick the best checkpoint. An evaluation at a step without a
+        pass runs one, so the figures are this checkpoint's. Only when the prompts have checks."""
+        keys = self.generator.check_keys
+        if not keys or metrics is None:
+            return
+        step = state.global_step
+        if self.outputs is None:  # `trainer.evaluate()` without training
+            self._open(args, state, **kwargs)
+        if step not in self._done_steps:
+            self._maybe_generate(args, state, **kwargs)
+        scores = self.scores.get(step)
+        if scores is None and step in self._done_steps:  # written before a resume: its rows are in the history
+            scores = summarize([row for row in self.outputs.history if row.get("step") == step]) or None
+        if scores is None:
+            # No pass at this step (it failed, or a stop signal skipped it): NaN is never the best, and the
+            # evaluation, and the checkpoint after it, go on.
+            if state.is_world_process_zero:
+                logger.warning(f"No sample pass at step {step}: eval_samples_* are NaN for this evaluation.")
+            scores = {key: math.nan for key in ["pass_rate", *keys]}
+        metrics.update({f"eval_samples_{key}": value for key, value in scores.items()})
 
     def _maybe_generate(self, args, state, **kwargs) -> None:
         step = state.global_step
@@ -202,8 +263,24 @@ class SampleGenerationCallback(TrainerCallback):
                 f"(up to {self.generator.max_new_tokens} new tokens each)"
             )
         rows, seconds = self.generate(model, tokenizer, step, args.gradient_checkpointing_kwargs)
+        scores = summarize(rows) or None  # rows only on the main process
+        if self.generator.check_keys:
+            scores = _from_main_process(scores)  # every rank selects the same best checkpoint
+        if scores is not None:
+            self.scores[step] = scores
         if not state.is_world_process_zero or not rows:
             return
         self.outputs.write([{"run": self.run_id, **row} for row in rows])
-        self.outputs.show(rows, step, seconds)
-        self.outputs.report(args, rows, step, seconds)
+        self.outputs.show(rows, step, seconds, scores)
+        self.outputs.report(args, rows, step, seconds, scores)
+
+
+def _from_main_process(value: Any) -> Any:
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    if PartialState().num_processes == 1:
+        return value
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]

@@ -27,6 +27,7 @@ import torch
 from transformers import GenerationConfig
 from transformers.utils import logging
 
+from .checks import score
 from .lora import lora_fast_path
 from .prefill import cache_argument, prefilled_cache
 from .prompts import SamplePrompt
@@ -90,13 +91,20 @@ class SampleGenerator:
     _truncation_warned: set[int] = field(default_factory=set, init=False, repr=False)
     _prefill_failed: bool = field(default=False, init=False, repr=False)
 
+    @property
+    def check_keys(self) -> list[str]:
+        """The result keys of the prompts' checks, in order of first appearance; empty when no prompt has checks."""
+        return list(dict.fromkeys(key for prompt in self.prompts for key in prompt.checks))
+
     def generate(
         self, model: torch.nn.Module, tokenizer: Any, step: int = 0, gradient_checkpointing_kwargs: dict | None = None
     ) -> tuple[list[dict[str, Any]], float]:
         """Run one generation pass over all prompts; return the rows (on the main process, `[]` elsewhere) and the
         pass's wall time. Every process must call it: prompts are split between processes and the rows gathered.
 
-        A generation error (e.g. out of memory) is logged with the step and gives no rows; training goes on.
+        Each row carries its check results (`checks`, `passed`: see [`trl_smol.samples.checks.score`]), scored on
+        the process that generated it. A generation error (e.g. out of memory) is logged with the step and gives no
+        rows; training goes on.
         """
         from accelerate import PartialState
         from accelerate.utils import gather_object
@@ -256,17 +264,22 @@ class SampleGenerator:
         completion, thinking = split_thinking(tokenizer.decode(kept, skip_special_tokens=False))
         kwargs = {**self.chat_template_kwargs, **prompt.chat_template_kwargs}
         system = " ".join(str(m["content"]) for m in prompt.messages if m["role"] == "system")
-        return {
+        # The reasoning mode as SmolLM3's template picks it: a flag in the system prompt wins over the kwarg.
+        enable_thinking = kwargs.get("enable_thinking")
+        thinks = "/no_think" not in system and ("/think" in system or enable_thinking is None or bool(enable_thinking))
+        row = {
             "prompt_index": index,
             "step": step,
             "prompt": prompt.text,
             "completion": completion,
             "thinking": thinking,
-            "enable_thinking": bool(kwargs.get("enable_thinking", True)) and "/no_think" not in system,
+            "enable_thinking": thinks,
             "num_new_tokens": len(new_ids) if stop_at is None else stop_at + 1,
             "stopped": stop_at is not None,
             "seconds": round(seconds, 3),
         }
+        row["checks"], row["passed"] = score(prompt.checks, prompt.row, row, prompt.source)
+        return row
 
     def max_prompt_tokens(self, model: torch.nn.Module) -> int | None:
         context = getattr(getattr(model, "config", None), "max_position_embeddings", None)

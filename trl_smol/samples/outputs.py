@@ -19,7 +19,7 @@ from ..console import write
 logger = logging.get_logger(__name__)
 
 SAMPLES_FILE = "samples.jsonl"
-TABLE_COLUMNS = ["step", "prompt", "completion", "thinking", "enable_thinking", "num_new_tokens", "stopped"]
+TABLE_COLUMNS = ["step", "prompt", "completion", "thinking", "enable_thinking", "num_new_tokens", "stopped", "passed"]
 
 
 class SampleOutputs:
@@ -58,34 +58,53 @@ class SampleOutputs:
             os.fsync(file.fileno())
         self.history.extend(rows)
 
-    def show(self, rows: list[dict[str, Any]], step: int, seconds: float) -> None:
+    def show(
+        self, rows: list[dict[str, Any]], step: int, seconds: float, scores: dict[str, float] | None = None
+    ) -> None:
+        """The pass as a table; with checks, a `check` column (pass, or the checks that failed) and the pass rates."""
         from rich import box
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         if self._console is None:
             self._console = Console()
             if not self._console.is_terminal and "COLUMNS" not in os.environ:
                 self._console.width = 160  # a log file has no width; rich would assume 80 columns
-        table = Table(title=f"Samples at step {step} ({seconds:.1f}s)", box=box.SIMPLE_HEAD, title_justify="left")
+        title = f"Samples at step {step} ({seconds:.1f}s)"
+        scored = [row for row in rows if row.get("passed") is not None]
+        if scored:
+            title += f": {sum(bool(row['passed']) for row in scored)}/{len(scored)} passed"
+        table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", caption_justify="left")
+        if scores:
+            each = ", ".join(f"{key} {value:.0%}" for key, value in scores.items() if key != "pass_rate")
+            table.caption = f"pass rate {scores['pass_rate']:.0%} ({each})"
         table.add_column("step", justify="right")
         table.add_column("prompt", max_width=40, overflow="fold")
         table.add_column("answer", overflow="fold")
         table.add_column("think", justify="right")
         table.add_column("tokens", justify="right")
         table.add_column("end")
+        if scored:
+            table.add_column("check")
         for row in rows:
             answer = row["completion"] if len(row["completion"]) <= 300 else row["completion"][:300] + "…"
             thinking = "-" if row["thinking"] is None else f"{len(row['thinking'])} ch"
             end = "stop" if row["stopped"] else "limit"
-            table.add_row(str(step), row["prompt"], answer, thinking, str(row["num_new_tokens"]), end)
+            cells = [str(step), row["prompt"], answer, thinking, str(row["num_new_tokens"]), end]
+            table.add_row(*cells, *([_verdict(row, Text)] if scored else []))
         write(table, console=self._console)  # above the progress bar, not onto it
 
-    def report(self, args, rows: list[dict[str, Any]], step: int, seconds: float) -> None:
-        """Tables with every pass so far, and `samples/seconds`, to the trackers in `report_to` with a run open."""
+    def report(
+        self, args, rows: list[dict[str, Any]], step: int, seconds: float, scores: dict[str, float] | None = None
+    ) -> None:
+        """Tables with every pass so far, `samples/seconds` and the pass rates (`samples/pass_rate`,
+        `samples/<check>`), to the trackers in `report_to` with a run open, at the pass's `train/global_step`: the
+        x-axis of the trainer's own metrics, so the rates plot over steps beside the loss."""
         report_to = args.report_to if isinstance(args.report_to, list) else [args.report_to]
-        data = [[row[column] for column in TABLE_COLUMNS] for row in self.history]
+        data = [[row.get(column) for column in TABLE_COLUMNS] for row in self.history]
         metrics_for = {"samples/seconds": round(seconds, 3), "train/global_step": step}
+        metrics_for.update({f"samples/{key}": value for key, value in (scores or {}).items()})
         for name in ("trackio", "wandb"):
             if name not in report_to and "all" not in report_to:
                 continue
@@ -102,6 +121,18 @@ class SampleOutputs:
                         wandb.log({"samples": wandb.Table(columns=TABLE_COLUMNS, data=data), **metrics_for})
             except Exception as error:  # noqa: BLE001 - a tracker hiccup must not end training
                 logger.warning(f"Could not log samples of step {step} to {name}: {error}")
+
+
+def _verdict(row: dict[str, Any], text: Any) -> Any:
+    """`pass`, `FAIL: <failed checks>` or `-` (no checks), coloured on a terminal and plain in a log file."""
+    from .checks import passes
+
+    if row.get("passed") is None:
+        return text("-")
+    if row["passed"]:
+        return text("pass", style="green")
+    failed = [key for key, result in row["checks"].items() if not passes(result)]
+    return text("FAIL: " + ", ".join(failed), style="red")
 
 
 def read_samples(path: Path) -> list[Any]:

@@ -1,4 +1,5 @@
-"""Sample prompts: strings, message lists, objects with per-prompt template kwargs, or a `.jsonl`/`.txt` file.
+"""Sample prompts: strings, message lists, objects with per-prompt template kwargs and checks, or a `.jsonl`/`.txt`
+file.
 
 ```python
 from trl_smol.samples import load_prompts
@@ -6,6 +7,7 @@ from trl_smol.samples import load_prompts
 prompts = load_prompts(["What is 7 plus 5?", {"messages": [{"role": "user", "content": "Hi"}],
                                               "chat_template_kwargs": {"enable_thinking": False}}])
 prompts = load_prompts("recipes/prompts/smollm3_demo.jsonl")   # a bad line raises SamplePromptError naming it
+prompts = load_prompts(["What is 7 plus 5?"], checks=["stops"])  # checks on every prompt (the recipe's sample_checks)
 ```
 """
 
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checks import CheckSpecError, SampleCheck, keyed, parse_checks
+
 PROMPT_FILE_SUFFIXES = (".jsonl", ".txt")
 
 
@@ -27,11 +31,14 @@ class SamplePromptError(ValueError):
 
 @dataclass
 class SamplePrompt:
-    """One conversation to complete, with its chat-template kwargs and where it came from (for error messages)."""
+    """One conversation to complete, with its chat-template kwargs, where it came from (for error messages), its
+    checks by result key (see [`trl_smol.samples.checks`]) and the row as written (what user checks receive)."""
 
     messages: list[dict[str, Any]]
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    checks: dict[str, SampleCheck] = field(default_factory=dict)
+    row: dict[str, Any] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -42,13 +49,20 @@ class SamplePrompt:
         return str(self.messages[-1]["content"])
 
 
-def load_prompts(prompts: str | os.PathLike | Sequence[Any]) -> list[SamplePrompt]:
+def load_prompts(
+    prompts: str | os.PathLike | Sequence[Any], checks: Sequence[Any] | None = None
+) -> list[SamplePrompt]:
     """Normalise `prompts` (see [`SampleGenerationCallback`]) into [`SamplePrompt`]s, or raise `SamplePromptError`.
 
     A string that ends in `.jsonl` or `.txt` and has no whitespace is a path. In a `.txt` file each non-empty line is
     one user message; in a `.jsonl` file each line is a JSON string, message list, or object with `messages` (or
-    `prompt`) and optional `chat_template_kwargs`.
+    `prompt`) and optional `chat_template_kwargs` and `checks`. `checks` (a recipe's `sample_checks`) apply to every
+    prompt, after its own.
     """
+    try:
+        common = parse_checks(checks, "sample_checks")
+    except CheckSpecError as error:
+        raise SamplePromptError(str(error)) from None
     if isinstance(prompts, (str, os.PathLike)):
         prompts = [prompts]
     if not isinstance(prompts, Sequence) or not prompts:
@@ -58,9 +72,9 @@ def load_prompts(prompts: str | os.PathLike | Sequence[Any]) -> list[SamplePromp
     loaded: list[SamplePrompt] = []
     for position, item in enumerate(prompts):
         if _is_prompt_path(item):
-            loaded.extend(_read_prompt_file(Path(item)))
+            loaded.extend(_read_prompt_file(Path(item), common))
         else:
-            loaded.append(_to_prompt(item, f"sample_prompts[{position}]"))
+            loaded.append(_to_prompt(item, f"sample_prompts[{position}]", common))
     return loaded
 
 
@@ -70,7 +84,7 @@ def _is_prompt_path(item: Any) -> bool:
     return isinstance(item, str) and item.endswith(PROMPT_FILE_SUFFIXES) and not any(c.isspace() for c in item)
 
 
-def _read_prompt_file(path: Path) -> list[SamplePrompt]:
+def _read_prompt_file(path: Path, common: list[SampleCheck]) -> list[SamplePrompt]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
@@ -81,27 +95,33 @@ def _read_prompt_file(path: Path) -> list[SamplePrompt]:
             continue
         source = f"{path}:{number}"
         if path.suffix == ".txt":
-            prompts.append(_to_prompt(line.strip(), source))
+            prompts.append(_to_prompt(line.strip(), source, common))
             continue
         try:
             item = json.loads(line)
         except json.JSONDecodeError as error:
             raise SamplePromptError(f"{source}: not valid JSON ({error.msg}, column {error.colno}).") from error
-        prompts.append(_to_prompt(item, source))
+        prompts.append(_to_prompt(item, source, common))
     if not prompts:
         raise SamplePromptError(f"The sample prompt file {path} has no prompts: write one prompt per line.")
     return prompts
 
 
-def _to_prompt(item: Any, source: str) -> SamplePrompt:
+def _to_prompt(item: Any, source: str, common: list[SampleCheck] = ()) -> SamplePrompt:
     kwargs: Any = {}
+    checks = list(common)
+    row = item if isinstance(item, dict) else None
     if isinstance(item, dict):
-        unknown = set(item) - {"messages", "prompt", "chat_template_kwargs"}
+        unknown = set(item) - {"messages", "prompt", "chat_template_kwargs", "checks"}
         if unknown or ("messages" in item) == ("prompt" in item):
             raise SamplePromptError(
                 f"{source}: a prompt object needs exactly one of `messages` or `prompt`, plus optional "
-                f"`chat_template_kwargs`; got keys {sorted(item)}."
+                f"`chat_template_kwargs` and `checks`; got keys {sorted(item)}."
             )
+        try:
+            checks = parse_checks(item.get("checks"), "checks") + checks
+        except CheckSpecError as error:
+            raise SamplePromptError(f"{source}: {error}") from None
         kwargs = item.get("chat_template_kwargs") or {}
         if not isinstance(kwargs, dict):
             raise SamplePromptError(
@@ -111,14 +131,16 @@ def _to_prompt(item: Any, source: str) -> SamplePrompt:
     if isinstance(item, str):
         if not item.strip():
             raise SamplePromptError(f"{source}: the prompt is an empty string.")
-        return SamplePrompt([{"role": "user", "content": item}], dict(kwargs), source)
+        messages = [{"role": "user", "content": item}]
+        return SamplePrompt(messages, dict(kwargs), source, keyed(checks), row or {"messages": messages})
     if isinstance(item, list) and item:
         for turn, message in enumerate(item):
             if not (isinstance(message, dict) and isinstance(message.get("role"), str) and "content" in message):
                 raise SamplePromptError(
                     f"{source}: message {turn} must be an object with `role` and `content`, got {message!r}."
                 )
-        return SamplePrompt([dict(message) for message in item], dict(kwargs), source)
+        messages = [dict(message) for message in item]
+        return SamplePrompt(messages, dict(kwargs), source, keyed(checks), row or {"messages": messages})
     raise SamplePromptError(
         f"{source}: a prompt must be a string, a non-empty list of messages, or an object with `messages`; got "
         f"{item!r}."
