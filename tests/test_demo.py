@@ -247,7 +247,9 @@ _LOAD_BACK = textwrap.dedent(
     print(json.dumps({"model": type(model).__name__, "new_tokens": out.shape[1] - batch["input_ids"].shape[1]}))
     """
 )
-DEMO_TEST_STEPS = 2  # the recipe trains 30; the benchmark runs those
+# The recipe trains 30; the benchmark runs those. By step 6 some sample prompts pass the format check (measured: the
+# pass rate 0 at steps 0, 2 and 4, then 0.5 at steps 6 and 8), none at the baseline.
+DEMO_TEST_STEPS = 6
 
 
 @pytest.mark.slow
@@ -284,6 +286,17 @@ def test_demo_recipe_trains_with_stock_trl_sft_and_loads_back_without_the_plugin
     assert AutoTokenizer.from_pretrained(output_dir).chat_template == SMOLLM3_CHAT_TEMPLATE
     samples = [json.loads(line) for line in (output_dir / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
     assert {row["step"] for row in samples} == {0, steps}
+    # The prompts' format check: its pass rate rises from the baseline to the last pass, as trackio logged it.
+    reader = (
+        "import json; from trackio.sqlite_storage import SQLiteStorage; print(json.dumps([[log['train/global_step'], "
+        "log['samples/pass_rate']] for log in SQLiteStorage.get_logs('smollm3-demo', 'smollm3-demo') "
+        "if 'samples/pass_rate' in log]))"
+    )
+    logged = subprocess.run([sys.executable, "-c", reader], env=env, capture_output=True, text=True, timeout=120)
+    assert logged.returncode == 0, logged.stderr[-2000:]
+    rates = json.loads(logged.stdout.strip().splitlines()[-1])
+    assert [step for step, _ in rates] == [0, steps] and rates[0][1] < rates[1][1], rates
+    assert all(row["passed"] is not None for row in samples) and "FAIL: regex" in log  # marked on the console
 
     card = (output_dir / "README.md").read_text(encoding="utf-8")
     assert "- Identifier: `trl-smol/SmolLM3-demo-135M`" in card
