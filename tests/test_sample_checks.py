@@ -323,3 +323,35 @@ def test_user_check_errors_name_the_check_and_what_it_takes(installed_user_check
 def test_demo_prompts_carry_the_format_check():
     prompts = load_prompts(str(Path(__file__).parents[1] / "recipes" / "prompts" / "smollm3_demo.jsonl"))
     assert all("regex" in prompt.checks for prompt in prompts)
+
+
+# --- a held-out dataset split as the prompts -----------------------------------------------------------------------
+
+
+def test_a_dataset_split_gives_one_prompt_per_row_with_its_checks(tiny_tokenizer):
+    from datasets import Dataset
+
+    heldout = Dataset.from_list(
+        [
+            {
+                "messages": [{"role": "user", "content": "What is 7 plus 5?"}],
+                "chat_template_kwargs": {"enable_thinking": False},
+                "checks": [{"name": "expected", "value": "12", "normalize": True}, {"name": "stops"}],
+                "source": "heldout",
+            },
+            {
+                "messages": [{"role": "user", "content": "Weather in Paris?"}],
+                "chat_template_kwargs": {"enable_thinking": True},
+                "checks": [{"name": "tool_call", "tool": "get_weather"}],
+                "source": "heldout",
+            },
+        ]
+    )
+    # Arrow gives every check object the keys of all of them (None where a row lacks one): dropped again here.
+    assert heldout[0]["checks"][1] == {"name": "stops", "value": None, "normalize": None, "tool": None}
+    prompts = load_prompts(heldout, checks=[{"name": "think"}])
+    assert [prompt.source for prompt in prompts] == ["dataset row 1", "dataset row 2"]
+    assert [list(prompt.checks) for prompt in prompts] == [["expected", "stops", "think"], ["tool_call", "think"]]
+    assert prompts[1].chat_template_kwargs == {"enable_thinking": True}
+    with pytest.raises(SamplePromptError, match=r"^dataset row 1: checks\[0\]: unknown check `stop`"):
+        load_prompts(Dataset.from_list([{"prompt": "Hi", "checks": [{"name": "stop"}]}]))

@@ -60,7 +60,8 @@ class SampleGenerationCallback(TrainerCallback):
     Args:
         prompts (`str`, `os.PathLike` or `list`):
             Strings (user messages), message lists, dicts with `messages` and `chat_template_kwargs` (to mix think and
-            no_think prompts), or a path to a `.jsonl`/`.txt` file. Checked here, before training.
+            no_think prompts), a path to a `.jsonl`/`.txt` file, or a `datasets.Dataset` with those columns. Checked
+            here, before training.
         every_n_steps (`int`, *optional*, defaults to `100`):
             Generate every this many optimizer steps; `0` only at start and end.
         at_start (`bool`, *optional*, defaults to `True`):

@@ -56,8 +56,8 @@ def load_prompts(
 
     A string that ends in `.jsonl` or `.txt` and has no whitespace is a path. In a `.txt` file each non-empty line is
     one user message; in a `.jsonl` file each line is a JSON string, message list, or object with `messages` (or
-    `prompt`) and optional `chat_template_kwargs` and `checks`. `checks` (a recipe's `sample_checks`) apply to every
-    prompt, after its own.
+    `prompt`) and optional `chat_template_kwargs` and `checks`. A `datasets.Dataset` (a held-out split) gives one
+    prompt per row from those columns. `checks` (a recipe's `sample_checks`) apply to every prompt, after its own.
     """
     try:
         common = parse_checks(checks, "sample_checks")
@@ -65,6 +65,13 @@ def load_prompts(
         raise SamplePromptError(str(error)) from None
     if isinstance(prompts, (str, os.PathLike)):
         prompts = [prompts]
+    if hasattr(prompts, "column_names") and hasattr(prompts, "features"):  # a `datasets.Dataset`
+        prompts = [
+            _to_prompt(_dataset_row(row), f"dataset row {number}", common) for number, row in enumerate(prompts, 1)
+        ]
+        if not prompts:
+            raise SamplePromptError("The sample prompt dataset has no rows: give at least one prompt.")
+        return prompts
     if not isinstance(prompts, Sequence) or not prompts:
         raise SamplePromptError(
             "sample_prompts is empty: give at least one prompt, or a .jsonl/.txt file with one prompt per line."
@@ -76,6 +83,21 @@ def load_prompts(
         else:
             loaded.append(_to_prompt(item, f"sample_prompts[{position}]", common))
     return loaded
+
+
+def _dataset_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A dataset row as a prompt object: its prompt columns, without the `None`s Arrow writes for keys a row lacks
+    (a check object of one row has the keys of every row's checks; other columns, such as `source`, are not read)."""
+
+    def present(value: Any) -> Any:
+        return {key: item for key, item in value.items() if item is not None} if isinstance(value, dict) else value
+
+    item = {key: row[key] for key in ("messages", "prompt", "chat_template_kwargs") if row.get(key) is not None}
+    if "chat_template_kwargs" in item:
+        item["chat_template_kwargs"] = present(item["chat_template_kwargs"])
+    if row.get("checks") is not None:
+        item["checks"] = [present(check) for check in row["checks"]]
+    return item
 
 
 def _is_prompt_path(item: Any) -> bool:
