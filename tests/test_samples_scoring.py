@@ -195,3 +195,12 @@ def test_the_recipe_keys_reach_the_callback_and_checks_need_prompts(tmp_path):
     assert list(SampleGenerationCallback.from_args(args).prompts[0].checks) == ["stops", "think"]
     with pytest.raises(ValueError, match=r"sample_checks are scored on sample prompts: set `sample_prompts` too"):
         SmolSFTConfig(output_dir=str(tmp_path), bf16=False, sample_checks=["stops"])
+
+
+def test_a_dataset_goes_to_the_callback_not_to_the_config(tmp_path):
+    from trl_smol import SmolSFTConfig
+
+    heldout = Dataset.from_list([{"prompt": "Hi", "checks": [{"name": "stops"}]}])
+    assert list(SampleGenerationCallback(heldout).prompts[0].checks) == ["stops"]
+    with pytest.raises(ValueError, match=r"sample_prompts cannot be a datasets.Dataset: write it to a file"):
+        SmolSFTConfig(output_dir=str(tmp_path), bf16=False, sample_prompts=heldout)

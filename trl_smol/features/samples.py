@@ -83,6 +83,11 @@ class Samples(Feature):
     def check_arguments(self, args: Any) -> None:
         if args.sample_checks and not args.sample_prompts:
             raise ValueError("sample_checks are scored on sample prompts: set `sample_prompts` too, or remove them.")
+        if hasattr(args.sample_prompts, "column_names"):  # the arguments are written as JSON (trackers, card)
+            raise ValueError(
+                "sample_prompts cannot be a datasets.Dataset: write it to a file (`dataset.to_json('prompts.jsonl')`) "
+                "and give the path, or pass the dataset to `SampleGenerationCallback` in `callbacks=`."
+            )
 
     def decide(self, context: RunContext) -> Decision:
         if context.value("sample_prompts"):
