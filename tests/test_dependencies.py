@@ -66,3 +66,25 @@ def test_every_imported_package_is_declared():
         if not distributions & declared:
             missing.append(f"{name} ({', '.join(sorted(distributions))}), imported by {', '.join(sorted(importers))}")
     assert not missing, "declare in pyproject.toml [project] dependencies or an extra:\n" + "\n".join(missing)
+
+
+def test_constraints_pin_every_declared_dependency_within_its_range():
+    """CI installs with `-c constraints/tested.txt` (docs/ci.md): a range in pyproject.toml that excludes the tested
+    version, or a new dependency without a pin, fails here rather than in the install."""
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in (ROOT / "constraints" / "tested.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[normalize(name)] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    tested_extras = project["optional-dependencies"]["dev"] + project["optional-dependencies"]["deepspeed"]
+    problems = []
+    for requirement in map(Requirement, project["dependencies"] + tested_extras):
+        version = pins.get(normalize(requirement.name))
+        if version is None:
+            problems.append(f"{requirement.name}: not pinned")
+        elif not requirement.specifier.contains(version, prereleases=True):
+            problems.append(f"{requirement.name}: tested {version}, pyproject.toml asks {requirement.specifier}")
+    assert not problems, "refresh with `python .ci/deps.py freeze > constraints/tested.txt`:\n" + "\n".join(problems)
