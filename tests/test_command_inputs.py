@@ -9,7 +9,6 @@ import pytest
 from hardware_fakes import fake_cpu_hardware, fake_cuda_hardware
 
 from trl_smol.commands import doctor, main
-from trl_smol.data import InvalidConversationError
 from trl_smol.parser import UnknownRecipeKeyError
 
 CHAT = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
@@ -30,17 +29,31 @@ def exits_with_argparse_error(capsys, argv) -> str:
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
-        ("--max-length", "-4096", "expected a whole number above 0, got -4096"),
-        ("--max-length", "0", "expected a whole number above 0, got 0"),
-        ("--batch-size", "-2", "expected a whole number above 0, got -2"),
-        ("--lora-r", "0", "expected a whole number above 0, got 0"),
-        ("--budget-gib", "-16", "expected a number above 0, got -16"),
-        ("--budget-gib", "nan", "expected a number above 0, got 'nan'"),
-        ("--lora-dropout", "1", "expected a number from 0 up to (not including) 1, got 1"),
-        ("--lora-dropout", "-0.1", "expected a number from 0 up to (not including) 1, got -0.1"),
+        ("--max-length", "-4096", "max_length=-4096 is not valid; use a whole number >= 1, or null (no truncation)."),
+        ("--max-length", "0", "max_length=0 is not valid; use a whole number >= 1, or null (no truncation)."),
+        ("--batch-size", "-2", "per_device_train_batch_size=-2 is not valid; use a whole number >= 1."),
+        ("--batch-size", "two", "per_device_train_batch_size='two' is not valid; use a whole number >= 1."),
+        ("--lora-r", "0", "lora_r=0 is not valid; use a whole number >= 1."),
+        ("--lora-dropout", "1", "lora_dropout=1.0 is not valid; use a number >= 0 and < 1."),
+        ("--lora-dropout", "-0.1", "lora_dropout=-0.1 is not valid; use a number >= 0 and < 1."),
+        ("--optim", "adamw_torch_fusd", "optim='adamw_torch_fusd' is not valid (did you mean 'adamw_torch_fused'?)"),
     ],
 )
-def test_estimate_rejects_values_out_of_range_naming_the_flag(capsys, flag, value, message):
+def test_estimate_rejects_a_flag_as_trl_sft_rejects_its_recipe_key(capsys, flag, value, message):
+    # the flags that stand for recipe keys are checked by the same rules, with the same one line
+    assert main(["estimate", flag, value]) == 2
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith(f"trl-smol estimate: {message}")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--budget-gib", "-16", "expected a number above 0, got -16"),
+        ("--budget-gib", "nan", "expected a number above 0, got 'nan'"),
+    ],
+)
+def test_estimate_rejects_a_budget_out_of_range_naming_the_flag(capsys, flag, value, message):
     last_line = exits_with_argparse_error(capsys, ["estimate", flag, value])
     assert last_line == f"trl-smol estimate: error: argument {flag}: {message}"
 
@@ -86,19 +99,23 @@ def test_qlora_where_bitsandbytes_has_no_4bit_backend_does_not_run_here(tmp_path
     no_4bit = dataclasses.replace(fake_cuda_hardware(16), bnb_4bit=False)
     assert doctor.run(doctor_args(str(recipe)), hardware=no_4bit) == 1
     verdict = capsys.readouterr().out.strip().splitlines()[-1]
-    assert verdict.startswith("Verdict: does not run here: the recipe asks for 4-bit weights (`load_in_4bit: true`)")
-    assert "Remove `load_in_4bit` and set `memory_preset: auto`" in verdict
+    assert verdict.startswith(
+        f"Verdict: does not run here: recipe {recipe} loads 4-bit weights (`load_in_4bit: true`)"
+    )
+    assert "no 4-bit backend for this hardware" in verdict and "set `memory_preset: auto`" in verdict
 
     assert doctor.run(doctor_args(str(recipe)), hardware=fake_cuda_hardware(16)) == 0  # with a 4-bit backend
 
 
 def test_on_this_machine_doctor_tries_bitsandbytes_as_the_trainer_does(tmp_path, capsys, monkeypatch):
-    recipe = tmp_path / "qlora.yaml"
-    recipe.write_text(QLORA_RECIPE)
+    recipe = tmp_path / "qlora.yaml"  # on the CPU on purpose (`use_cpu`), so that a CUDA GPU is not what it lacks
+    recipe.write_text(
+        "model_name_or_path: trl-smol/SmolLM3-demo-135M\nuse_peft: true\nload_in_4bit: true\nuse_cpu: true\n"
+    )
     error = "RuntimeError: no kernel for this device"
     monkeypatch.setattr(doctor, "bitsandbytes_4bit_error", lambda: error)
     assert doctor.run(doctor_args(str(recipe))) == 1
-    assert f"cannot quantize to 4-bit on this machine ({error})" in " ".join(capsys.readouterr().out.split())
+    assert f"bitsandbytes cannot quantize on this machine ({error})" in " ".join(capsys.readouterr().out.split())
 
 
 def test_a_plan_for_another_machines_tier_is_not_judged_by_this_one(tmp_path, capsys):
@@ -131,8 +148,9 @@ def render_recipe(tmp_path, model_dir, rows, extra=""):
 
 def test_render_validates_every_row_it_would_train_on_not_only_those_shown(tmp_path, tiny_model_dir, capsys):
     recipe = render_recipe(tmp_path, tiny_model_dir, [CHAT] * 4 + [BAD_ROLE])
-    with pytest.raises(InvalidConversationError, match=r"Dataset 'train', row 4, field `messages\[0\].role`"):
-        main(["render", "--config", recipe, "-n", "1"])  # row 4 is not shown, and would stop training
+    assert main(["render", "--config", recipe, "-n", "1"]) == 2  # row 4 is not shown, and would stop training
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith("trl-smol render: Dataset 'train', row 4, field `messages[0].role`")
 
 
 def test_render_says_how_many_rows_it_checked(tmp_path, tiny_model_dir, capsys, monkeypatch):

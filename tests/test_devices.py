@@ -59,8 +59,16 @@ def test_every_described_machine_plans_the_recipes_through_doctor(name, recipe, 
     assert verdict == [verdict[0]] and f"Verdict for `{name}` ({hardware.name}, described)" in verdict[0]
     assert "attention: " in out
 
-    # The same plan as doctor's: `auto` picks this machine's tier, and the plan never exceeds the device.
     recipe_values = yaml.safe_load(Path(config).read_text())
+    if hardware.accelerator == "cpu":  # every GPU recipe stops on a CPU machine, as `trl sft` would
+        assert "Verdict for `cpu-16` (" in verdict[0] and "does not run here" in verdict[0] and status == 1
+        assert "needs a CUDA GPU" in verdict[0] and "recipes/smollm3_demo.yaml" in verdict[0]
+        return
+    assert "Estimated time:" in out  # the time estimate the recipe headers promise
+    if "memory_preset" not in recipe_values:  # no preset: the settings as written, which is what `trl sft` applies
+        assert "No memory preset" in out and "Preset `" not in out
+        return
+    # The same plan as doctor's: `auto` picks this machine's tier, and the plan never exceeds the device.
     args = doctor.recipe_arguments(recipe_values)
     args.memory_preset, args.memory_preset_force = "auto", True
     peft_config, quantization_config = doctor.recipe_peft(recipe_values)
@@ -125,7 +133,8 @@ def test_doctor_hardware_flag_plans_for_the_named_machine_and_rejects_an_unknown
     lora = str(RECIPES / "smollm3_lora.yaml")
     assert cli.main(["doctor", "--config", lora, "--hardware", "l4"]) == 0
     out = capsys.readouterr().out
-    assert "Preset `24gb`" in out and "Verdict for `l4` (NVIDIA L4, described): fits with" in out
+    assert "No memory preset" in out and "Verdict for `l4` (NVIDIA L4, described): fits with" in out
+    assert "Estimated time:" in out and "for 1000 steps" in out
 
     assert cli.main(["doctor", "--config", lora, "--hardware", "h100"]) == 2
     out = capsys.readouterr().out

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import re
 from collections.abc import Iterable
 
 from trl.scripts.utils import DatasetMixtureConfig, TrlParser
@@ -30,6 +31,8 @@ from .config import SmolSFTConfig
 from .console import quiet_known_warnings, setting_names, step
 from .data.mixtures import SmolDatasetMixtureConfig
 from .data.smoltalk2 import after_parse
+from .features import FEATURES
+from .features.values import check_recipe_values, text_not_accepted
 from .launch import (
     accelerate_launch_arguments,
     current_role,
@@ -43,6 +46,18 @@ from .settings import UserSettings
 # Top-level YAML keys consumed outside the dataclasses: `env` by TrlParser, `accelerate_config` by the trl CLI (it
 # becomes `accelerate launch --config_file`, accepting a path or a config name shipped with TRL).
 _PARSER_KEYS = {"env", "accelerate_config"}
+
+
+# argparse's words for a value it could not convert: "argument --max_length: invalid int value: 'often'", and
+# transformers' `string_to_bool` for a bool field.
+_NOT_CONVERTED = tuple(
+    re.compile(r"argument --(?P<key>\w+)(?:/--[\w-]+)*: " + words)
+    for words in (
+        r"invalid (?P<kind>int|float) value: '(?P<text>.*)'$",
+        r"Truthy value expected: got (?P<text>.*) but expected one of .*$",  # (?P<kind>) absent: a bool
+        r"invalid choice: '(?P<text>.*)' \(choose from (?P<choices>.*)\)$",
+    )
+)
 
 
 class UnknownRecipeKeyError(ValueError):
@@ -114,6 +129,41 @@ class SmolTrlParser(TrlParser):
             after_parse(outputs)  # SmolTalk2 without a `train` split, missing splits
         return outputs
 
+    def parse_known_args(self, args=None, namespace=None):
+        """argparse's parse, then the checks of the recipe's and the command line's values (features/values.py) and,
+        in a `trl sft` process, of the hardware the recipe needs: before any dataclass is built, so before TRL's and
+        transformers' own checks, whose messages name neither the recipe nor what to do."""
+        namespace, remaining = super().parse_known_args(args, namespace)
+        if SmolSFTConfig in self.dataclass_types:
+            check_recipe_values(namespace, FEATURES)
+            self._check_choices(namespace)
+            if current_role() in ("cli", "script"):
+                check_hardware(namespace, self._config_path)
+        return namespace, remaining
+
+    def _check_choices(self, namespace) -> None:
+        """A recipe value of a setting with choices (argparse checks only the command line's against them)."""
+        for action in self._actions:
+            value = getattr(namespace, action.dest, None)
+            if action.choices is None or value is None or isinstance(value, (list, dict)):
+                continue
+            choices = [str(getattr(choice, "value", choice)) for choice in action.choices]
+            if str(getattr(value, "value", value)) not in choices:
+                raise text_not_accepted(action.dest, value, "one of " + ", ".join(choices), FEATURES)
+
+    def error(self, message):
+        """A value argparse could not convert (`sample_every_n_steps: often`) is one line naming the key, as every
+        entry point says it; other argparse errors stay argparse's."""
+        for pattern in _NOT_CONVERTED:
+            match = pattern.match(message)
+            if match:
+                found = match.groupdict()
+                kind = found.get("kind") or (
+                    "one of " + found["choices"].replace("'", "") if found.get("choices") else "bool"
+                )
+                raise text_not_accepted(match["key"], match["text"], kind, FEATURES)
+        super().error(message)
+
     def _peek_recipe(self) -> dict:
         """The recipe's values before TRL reads it (its keys, whether it sets `use_cpu`); a recipe that cannot be read
         is left to TRL, which reports it."""
@@ -127,6 +177,14 @@ class SmolTrlParser(TrlParser):
         except (OSError, ValueError, yaml.YAMLError):
             return {}
         return values if isinstance(values, dict) else {}
+
+    def recipe_values(self, recipe: dict, config_path: str | None = None):
+        """The recipe's values as `trl sft` reads them, converted and checked (its keys and values), without building
+        the training arguments: `trl-smol doctor` plans a GPU recipe on a laptop from them."""
+        self._config_path = config_path
+        self.set_defaults_with_config(**recipe)
+        namespace, _ = self.parse_known_args([])
+        return namespace
 
     def known_keys(self) -> set[str]:
         """Every key a recipe may use: dataclass fields, parser keys and `accelerate launch` options."""
@@ -153,3 +211,13 @@ class SmolTrlParser(TrlParser):
                 f"Unknown key `{key}` in {where}: neither TRL's SFT arguments, trl-smol nor `accelerate launch` "
                 f"know it.{hint} Run `trl sft --help` for the valid keys, or remove it."
             )
+
+
+def check_hardware(values, config_path: str | None = None) -> None:
+    """Stop, in one line, when the recipe needs hardware this machine lacks (`trl_smol.memory.requirements`)."""
+    from .memory.hardware import detect_hardware
+    from .memory.requirements import RecipeNeedsHardwareError, hardware_problem
+
+    problem = hardware_problem(values, detect_hardware(), recipe=config_path)
+    if problem:
+        raise RecipeNeedsHardwareError(problem)

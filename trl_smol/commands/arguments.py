@@ -8,6 +8,11 @@ parser.add_argument("--max-length", type=positive_int)   # trl-smol estimate: er
 from __future__ import annotations
 
 import argparse
+import functools
+import os
+import sys
+
+TRACEBACK_ENV = "TRL_SMOL_TRACEBACK"  # "1": a command's error is raised with its traceback, as Python prints any
 
 
 def _number(kind: type, text: str, wanted: str):
@@ -57,3 +62,31 @@ def recipe_parser():
     from ..parser import SmolTrlParser
 
     return SmolTrlParser((ScriptArguments, SmolSFTConfig, ModelConfig, DatasetMixtureConfig))
+
+
+def error_line(command: str, error: Exception) -> str:
+    """A command's error as one line: `trl-smol render: max_length=-1 is not valid; ...`. The plugin's own errors say
+    what to do in their message; another library's is named by its type."""
+    own = type(error).__module__.startswith("trl_smol.")
+    cause = str(error) if own and str(error) else f"{type(error).__name__}: {error}"
+    return f"trl-smol {command}: " + " ".join(cause.split())
+
+
+def one_line_errors(command: str):
+    """Decorate a command's `run(args)`: an error ends it with [`error_line`] on stderr and exit status 2 instead of
+    a traceback (`TRL_SMOL_TRACEBACK=1` raises it as it is)."""
+
+    def decorate(run):
+        @functools.wraps(run)
+        def guarded(args: argparse.Namespace, *more, **kwargs) -> int:
+            try:
+                return run(args, *more, **kwargs)
+            except Exception as error:  # noqa: BLE001 - every failure of the command is reported, in one line
+                if os.environ.get(TRACEBACK_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+                    raise
+                print(error_line(command, error), file=sys.stderr, flush=True)
+                return 2
+
+        return guarded
+
+    return decorate

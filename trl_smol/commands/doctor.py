@@ -1,8 +1,9 @@
-"""`trl-smol doctor`: the hardware, the memory preset a recipe would get, what it changes, and whether it fits.
+"""`trl-smol doctor`: the hardware, the memory preset a recipe gets, what it changes, whether it fits, its time.
 
 ```bash
-trl-smol doctor                                   # SmolLM3-3B-Base with TRL's defaults under `auto`
+trl-smol doctor                                   # SmolLM3-3B-Base with TRL's defaults
 trl-smol doctor --config recipes/smollm3_qlora.yaml
+trl-smol doctor --config recipe.yaml --preset auto   # what `memory_preset: auto` would change
 trl-smol doctor --config recipe.yaml --preset 16gb   # plan for another machine's tier
 trl-smol doctor --config recipes/smollm3_full.yaml --accelerate_config recipes/accelerate/zero3.yaml --preset 40gb
 trl-smol doctor --config recipes/smollm3_lora.yaml --hardware l4           # plan for a machine you do not have
@@ -14,10 +15,14 @@ report them, `auto` picks that GPU's tier, and the verdict names it.
 
 With an accelerate config that shards (ZeRO, FSDP), the verdict is per GPU after sharding (`trl_smol.memory.sharding`).
 
-The recipe is read as YAML without building the training arguments, so a GPU recipe can be checked on a laptop; its
-keys are checked as `trl sft` checks them (a mistyped key is an error). The verdict follows what the run would do on
-this machine: QLoRA where bitsandbytes cannot quantize to 4-bit here "does not run here", as the trainer would stop.
-On a described machine, what its name says is installed (bitsandbytes on CUDA; FlashAttention only with `+fa2`/`+fa3`).
+The recipe is read with the parser of `trl sft`, without building the training arguments, so a GPU recipe can be
+checked on a laptop; its keys and values are checked as `trl sft` checks them (a mistyped key, `max_length: -1`, an
+unknown `optim` are the same one-line errors). What is shown is what the run applies: the recipe's `memory_preset`
+(none: the settings as written, and their estimate), or the preset `--preset` names. The verdict follows what the run
+would do on this machine: a recipe that needs a CUDA GPU here, or 4-bit weights where bitsandbytes cannot quantize,
+"does not run here", with the line `trl sft` stops with (`trl_smol.memory.requirements`). The estimated time of a step
+and of the run comes from the step-time model (`trl_smol.memory.speed`). On a described machine, what its name says
+is installed (bitsandbytes on CUDA; FlashAttention only with `+fa2`/`+fa3`).
 Exit status: 0 when the run fits, 1 when it does not (or does not run here), 2 on bad input.
 """
 
@@ -32,13 +37,15 @@ from rich.console import Console
 from rich.table import Table
 
 from ..memory import GIB, HardwareInfo, MemoryBudgetError, ModelShapeError, breakdown_table, detect_hardware
+from ..memory.as_written import as_written_verdict, estimated_time, memory_budget
 from ..memory.devices import DEVICE_NAMES, UnknownDeviceError, described_hardware
 from ..memory.hardware import bitsandbytes_4bit_error
 from ..memory.preset_result import plans_table
+from ..memory.requirements import hardware_problem
+from ..memory.run_settings import estimate_for_run
 from ..memory.tiers import PRESET_NAMES, TIERS, Preset, UnknownPresetError, requested_preset
-from ..parser import UnknownRecipeKeyError
 from ..settings import UserSettings
-from .arguments import recipe_parser
+from .arguments import one_line_errors, recipe_parser
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM3-3B-Base"
 
@@ -67,30 +74,33 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def recipe_arguments(recipe: dict[str, Any]) -> types.SimpleNamespace:
-    """Training arguments as the recipe sets them, over `SmolSFTConfig` defaults, without TrainingArguments checks.
+def recipe_values(recipe: dict[str, Any], config_path: str | None = None) -> Any:
+    """The recipe's values as `trl sft` reads them: its keys and values checked by the same parser (raises what
+    `trl sft` raises: `UnknownRecipeKeyError`, `RecipeValueError`, ...)."""
+    return recipe_parser().recipe_values(recipe, config_path)
 
-    The keys the recipe sets are the run's explicit settings, as the recipe parser records them for `trl sft`.
+
+def recipe_arguments(recipe: dict[str, Any], values: Any = None, *, bf16_default: bool | None = None) -> Any:
+    """Training arguments as the recipe sets them (over `SmolSFTConfig` defaults), without TrainingArguments checks.
+
+    `values`: the recipe's values from [`recipe_values`] (read here when not given). `bf16_default`: what `bf16` left
+    unset becomes on the machine planned for (None: TRL's rule, bf16 unless fp16). The keys the recipe sets are the
+    run's explicit settings, as the recipe parser records them for `trl sft`.
     """
     from ..config import SmolSFTConfig
 
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(SmolSFTConfig):
-        if f.default is not dataclasses.MISSING:
-            values[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            values[f.name] = f.default_factory()
-    names = set(values)
-    values.update({key: value for key, value in recipe.items() if key in names})
-    if values.get("activation_checkpointing") is not None:
-        values["gradient_checkpointing"] = values["activation_checkpointing"]
-    if values.get("bf16") is None:
-        values["bf16"] = not values.get("fp16")  # TRL's rule
+    values = values if values is not None else recipe_values(recipe)
+    names = {f.name for f in dataclasses.fields(SmolSFTConfig) if f.init}
+    arguments = types.SimpleNamespace(**{key: value for key, value in vars(values).items() if key in names})
+    if getattr(arguments, "activation_checkpointing", None) is not None:
+        arguments.gradient_checkpointing = arguments.activation_checkpointing
+    if arguments.bf16 is None:
+        arguments.bf16 = (not arguments.fp16) if bf16_default is None else bf16_default and not arguments.fp16
     model_keys = {key: recipe[key] for key in ("attn_implementation", "dtype") if recipe.get(key)}
     if model_keys:  # ModelConfig keys: `trl sft` passes them in model_init_kwargs
-        values["model_init_kwargs"] = model_keys | dict(values.get("model_init_kwargs") or {})
-    values["process_index"] = 0
-    return types.SimpleNamespace(**values)
+        arguments.model_init_kwargs = model_keys | dict(arguments.model_init_kwargs or {})
+    arguments.process_index = 0
+    return arguments
 
 
 def recipe_peft(recipe: dict[str, Any]) -> tuple[Any, Any]:
@@ -156,19 +166,35 @@ def four_bit_problem(plan: Any, hardware: HardwareInfo, *, detected: bool) -> st
     return None if hardware.bnb_4bit else "no 4-bit backend for this hardware"
 
 
-def _does_not_run_here(problem: str, recipe: dict[str, Any], tier: str) -> str:
-    if recipe.get("load_in_4bit"):
-        return (
-            f"does not run here: the recipe asks for 4-bit weights (`load_in_4bit: true`), but bitsandbytes cannot "
-            f"quantize to 4-bit on this machine ({problem}); the run would stop before loading the model. Remove "
-            "`load_in_4bit` and set `memory_preset: auto`, which trains LoRA in 16-bit here, or install a "
-            "bitsandbytes build with a backend for this device."
-        )
-    return (
-        f"does not run here: memory_preset {tier} trains QLoRA (4-bit weights), but bitsandbytes cannot quantize to "
-        f"4-bit on this machine ({problem}). Choose a LoRA preset (`memory_preset: 16gb`) or install a bitsandbytes "
-        "build with a backend for this device."
-    )
+def _does_not_run_here(plan: Any, values: Any, hardware: HardwareInfo, *, detected: bool, recipe_path: str | None):
+    """Why the run cannot start on the machine planned for, as `trl sft` would say it, or None. A plan for another
+    machine's tier (`--preset 16gb` on a laptop) is not judged by this machine."""
+    if plan.preset is not None and TIERS[plan.preset.tier].accelerator != hardware.accelerator:
+        return None
+    if detected:
+        four_bit_error = lambda: bitsandbytes_4bit_error()  # noqa: E731 - looked up when called (tests replace it)
+    else:
+        four_bit_error = lambda: None if hardware.bnb_4bit else "no 4-bit backend for this hardware"  # noqa: E731
+    problem = hardware_problem(values, hardware, recipe=recipe_path, four_bit_error=four_bit_error)
+    if problem is None and not getattr(values, "load_in_4bit", False):
+        four_bit = four_bit_problem(plan, hardware, detected=detected)  # the preset chose QLoRA
+        if four_bit is not None:
+            problem = (
+                f"memory_preset {plan.preset.tier} trains QLoRA (4-bit weights), but bitsandbytes cannot quantize "
+                f"to 4-bit on this machine ({four_bit}). Choose a LoRA preset (`memory_preset: 16gb`) or install a "
+                "bitsandbytes build with a backend for this device."
+            )
+    return problem
+
+
+def _bf16_default(values: Any, hardware: HardwareInfo, *, detected: bool) -> bool:
+    """What `bf16` left unset becomes on the machine planned for: bf16 where transformers accepts it (a bf16 GPU, or
+    `use_cpu`), else float32, as `trl sft` with the plugin decides it (features/precision.py)."""
+    if detected:
+        from ..features.precision import bf16_trainable
+
+        return bf16_trainable(bool(values.use_cpu))
+    return bool(values.use_cpu) or (hardware.accelerator != "cpu" and hardware.bf16)
 
 
 def slow_precision_as_written(
@@ -188,54 +214,46 @@ def _yes(value: bool) -> str:
     return "[green]yes[/green]" if value else "no"
 
 
+@one_line_errors("doctor")
 def run(args: argparse.Namespace, hardware: HardwareInfo | None = None) -> int:
     import yaml
 
     from ..plan import plan_run
 
     console = Console()
+
+    def fail(message: str) -> int:
+        console.print(f"trl-smol doctor: {message}", soft_wrap=True, markup=False, style="red")
+        return 2
+
     recipe: dict[str, Any] = {}
     if args.config:
         try:
             with open(args.config) as file:
                 recipe = yaml.safe_load(file) or {}
         except (OSError, yaml.YAMLError) as error:
-            console.print(f"[red]trl-smol doctor: cannot read recipe {args.config}: {error}[/red]", soft_wrap=True)
-            return 2
+            return fail(f"cannot read recipe {args.config}: {error}")
         if not isinstance(recipe, dict):
-            console.print(
-                f"[red]trl-smol doctor: recipe {args.config} is not a mapping of keys to values[/red]", soft_wrap=True
-            )
-            return 2
-        try:
-            recipe_parser().check_recipe_keys(recipe, args.config)
-        except UnknownRecipeKeyError as error:
-            console.print(f"[red]trl-smol doctor: {error}[/red]", soft_wrap=True)
-            return 2
-    model = args.model or recipe.get("model_name_or_path") or DEFAULT_MODEL
-    try:
-        preset = requested_preset(args.preset or recipe.get("memory_preset") or Preset.AUTO)
-    except UnknownPresetError as error:
-        console.print(f"[red]trl-smol doctor: {error}[/red]", soft_wrap=True)
-        return 2
-    if preset is Preset.NONE:
-        console.print("The recipe says memory_preset: none; showing what `auto` would do.")
-        preset = Preset.AUTO
-    training_args = recipe_arguments(recipe)
-    peft_config, quantization_config = recipe_peft(recipe)
-
-    # Planning only: a GPU tier may be checked on a machine without a GPU (`--preset 16gb` on a laptop).
-    training_args.memory_preset, training_args.memory_preset_force = preset, True
-    explicit = frozenset(recipe)  # as the recipe parser records them for `trl sft`
+            return fail(f"recipe {args.config} is not a mapping of keys to values")
+    try:  # the recipe's keys and values, checked as `trl sft` checks them
+        values = recipe_values(recipe, args.config)
+        preset = requested_preset(args.preset or values.memory_preset)
+    except ValueError as error:  # UnknownRecipeKeyError, RecipeValueError, UnknownPresetError, a feature's check
+        return fail(str(error))
+    model = args.model or values.model_name_or_path or DEFAULT_MODEL
     described = getattr(args, "hardware", None)
     if hardware is None and described:
         try:
             hardware = described_hardware(described)
         except UnknownDeviceError as error:
-            console.print(f"[red]trl-smol doctor: --hardware: {error}[/red]", soft_wrap=True)
-            return 2
+            return fail(f"--hardware: {error}")
     detected = hardware is None
     hardware = hardware or detect_hardware()
+    training_args = recipe_arguments(recipe, values, bf16_default=_bf16_default(values, hardware, detected=detected))
+    peft_config, quantization_config = recipe_peft(vars(values))
+    # Planning only: a GPU tier may be checked on a machine without a GPU (`--preset 16gb` on a laptop).
+    training_args.memory_preset, training_args.memory_preset_force = preset, True
+    explicit = frozenset(recipe)  # as the recipe parser records them for `trl sft`
     verdict = f"Verdict for `{described}` ({hardware.name}, described)" if described else "Verdict"
     if described:
         console.print(f"Planning for a described machine, `{described}`, not this one.", soft_wrap=True)
@@ -261,23 +279,44 @@ def run(args: argparse.Namespace, hardware: HardwareInfo | None = None) -> int:
             sharding=sharding,
         )
     except (UnknownPresetError, ModelShapeError, MemoryBudgetError) as error:
-        console.print(f"[red]trl-smol doctor: {error}[/red]", soft_wrap=True)
-        return 2
+        return fail(str(error))
     result = plan.preset
-    console.print(
-        plan.preset_table(title=f"Preset `{result.tier}` for {model}" + (" (auto)" if preset is Preset.AUTO else ""))
-    )
-    if result.batch is not None:
-        console.print(plans_table(result))
-    if result.estimate is not None:
+    if result is not None:
+        source = " (--preset)" if args.preset and requested_preset(values.memory_preset) is not preset else ""
+        auto = " (auto)" if preset is Preset.AUTO else ""
+        console.print(plan.preset_table(title=f"Preset `{result.tier}` for {model}{auto}{source}"))
+        if result.batch is not None:
+            console.print(plans_table(result))
+        estimate, budget, fits, verdict_text = result.estimate, result.budget, result.fits, result.verdict
+    else:
+        console.print(
+            "No memory preset (`memory_preset: none`): the run trains with the recipe's settings as written. "
+            "`--preset auto` shows what `memory_preset: auto` would change.",
+            soft_wrap=True,
+        )
+        try:
+            estimate = estimate_for_run(
+                training_args, model, peft_config=peft_config, quantization_config=quantization_config,
+                device=hardware.accelerator if hardware.devices else "cpu",
+                **(sharding.estimate_kwargs() if sharding is not None else {}),
+            )  # fmt: skip
+        except ModelShapeError as error:
+            return fail(str(error))
+        budget = memory_budget(hardware)
+        fits, verdict_text = estimate.total_bytes <= budget, as_written_verdict(estimate.total_bytes, budget)
+    if estimate is not None:
         where = f" per GPU, {sharding.label} ({accelerate_config})" if sharding is not None else ""
-        console.print(breakdown_table(result.estimate, title=f"Estimated peak memory{where}", budget=result.budget))
+        console.print(breakdown_table(estimate, title=f"Estimated peak memory{where}", budget=budget))
     attention = plan["attention"]
     console.print(
         f"Training method: {plan.method}; precision: {plan.precision}; attention: {attention.value} "
         f"({attention.reason})",
         soft_wrap=True,
     )
+    problem = _does_not_run_here(plan, values, hardware, detected=detected, recipe_path=args.config)
+    time = estimated_time(plan.preset, plan.method, training_args, model, hardware) if problem is None else None
+    if time:
+        console.print(time, soft_wrap=True)
     if attention.warning:
         console.print(f"[bold yellow]{attention.warning}[/bold yellow]", soft_wrap=True)
     slow = slow_precision_as_written(recipe, training_args, hardware, detected=detected)
@@ -290,13 +329,10 @@ def run(args: argparse.Namespace, hardware: HardwareInfo | None = None) -> int:
             "here).[/bold yellow]",
             soft_wrap=True,
         )
-    problem = four_bit_problem(plan, hardware, detected=detected)
     if problem is not None:
-        console.print(
-            f"[bold red]{verdict}: {_does_not_run_here(problem, recipe, result.tier)}[/bold red]", soft_wrap=True
-        )
+        console.print(f"{verdict}: does not run here: {problem}", soft_wrap=True, markup=False, style="bold red")
         return 1
-    style = "green" if result.fits else "red"
+    style = "green" if fits else "red"
     after = " per GPU after sharding" if sharding is not None and sharding.stage else ""
-    console.print(f"[bold {style}]{verdict}{after}: {result.verdict}[/bold {style}]", soft_wrap=True)
-    return 0 if result.fits else 1
+    console.print(f"{verdict}{after}: {verdict_text}", soft_wrap=True, markup=False, style=f"bold {style}")
+    return 0 if fits else 1

@@ -13,20 +13,30 @@ import argparse
 import json
 
 from ..memory import GIB, METHODS, ModelShapeError, breakdown_table, estimate_memory
-from .arguments import positive_float, positive_int, probability
+from .arguments import one_line_errors, positive_float
+
+# Flags that stand for recipe keys: read as text and checked by the rules `trl sft` checks the key with
+# (trl_smol/features/values.py), so that `--optim adamw_nonsense` fails as `optim: adamw_nonsense` does.
+RECIPE_FLAGS = {
+    "max_length": "max_length",
+    "batch_size": "per_device_train_batch_size",
+    "optim": "optim",
+    "lora_r": "lora_r",
+    "lora_dropout": "lora_dropout",
+}
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="HuggingFaceTB/SmolLM3-3B-Base", help="Hub id, local path or known id.")
     parser.add_argument("--method", choices=METHODS, default="qlora")
-    parser.add_argument("--max-length", type=positive_int, default=2048, help="Tokens per sequence.")
-    parser.add_argument("--batch-size", type=positive_int, default=1, help="per_device_train_batch_size.")
+    parser.add_argument("--max-length", default="2048", help="Tokens per sequence (`max_length`).")
+    parser.add_argument("--batch-size", default="1", help="per_device_train_batch_size.")
     parser.add_argument(
         "--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True, help="Default: on."
     )
     parser.add_argument("--optim", default=None, help="Default: paged_adamw_8bit for qlora, else adamw_torch_fused.")
-    parser.add_argument("--lora-r", type=positive_int, default=16)
-    parser.add_argument("--lora-dropout", type=probability, default=0.0, help="From 0 up to (not including) 1.")
+    parser.add_argument("--lora-r", default="16", help="LoRA rank (`lora_r`).")
+    parser.add_argument("--lora-dropout", default="0", help="From 0 up to (not including) 1 (`lora_dropout`).")
     parser.add_argument("--dtype", default="bfloat16", help="Compute dtype: bfloat16, float16 or float32.")
     parser.add_argument("--weights-dtype", default=None, help="Load dtype of the weights (default: --dtype).")
     parser.add_argument("--device", choices=("cuda", "mps", "cpu"), default="cuda")
@@ -34,18 +44,39 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="Print the estimate as JSON instead of a table.")
 
 
+def recipe_values(args: argparse.Namespace) -> dict:
+    """The flags that stand for recipe keys, converted and checked as `trl sft` checks the keys (raises
+    `RecipeValueError`)."""
+    from ..features.values import trl_rules
+
+    rules = trl_rules()
+    values = {
+        key: rules[key].from_text(key, getattr(args, flag)) for flag, key in RECIPE_FLAGS.items() if flag != "optim"
+    }
+    values["optim"] = args.optim or ("paged_adamw_8bit" if args.method == "qlora" else "adamw_torch_fused")
+    rules["optim"].check("optim", values["optim"])
+    return values
+
+
+@one_line_errors("estimate")
 def run(args: argparse.Namespace) -> int:
-    optim = args.optim or ("paged_adamw_8bit" if args.method == "qlora" else "adamw_torch_fused")
+    from ..features.values import RecipeValueError
+
+    try:
+        values = recipe_values(args)
+    except RecipeValueError as error:
+        print(f"trl-smol estimate: {error}")
+        return 2
     try:
         estimate = estimate_memory(
             args.model,
             method=args.method,
-            max_length=args.max_length,
-            per_device_train_batch_size=args.batch_size,
+            max_length=values["max_length"],
+            per_device_train_batch_size=values["per_device_train_batch_size"],
             gradient_checkpointing=args.gradient_checkpointing,
-            optim=optim,
-            lora_r=args.lora_r,
-            lora_dropout=args.lora_dropout,
+            optim=values["optim"],
+            lora_r=values["lora_r"],
+            lora_dropout=values["lora_dropout"],
             dtype=args.dtype,
             weights_dtype=args.weights_dtype,
             device=args.device,

@@ -19,7 +19,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .arguments import non_negative_int, recipe_parser
+from .arguments import non_negative_int, one_line_errors, recipe_parser
 
 if TYPE_CHECKING:
     from ..config import SmolSFTConfig
@@ -207,6 +207,7 @@ def _styled(tokenizer, rendered: RenderedExample):
     return text
 
 
+@one_line_errors("render")
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.panel import Panel

@@ -21,6 +21,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..settings import UserSettings
+from .values import RecipeValueError, Rule, check_values
 
 if TYPE_CHECKING:
     from ..memory import HardwareInfo, PresetResult
@@ -68,10 +69,10 @@ class FeatureError(ValueError):
 
 
 def check_choice(args: Any, setting: str, choices: tuple[str, ...]) -> None:
-    """Raise a `ValueError` naming `setting` and the valid values when its value is not one of `choices`."""
+    """Raise a [`RecipeValueError`] naming `setting` and the valid values when its value is not one of `choices`."""
     value = getattr(args, setting)
     if value not in choices:
-        raise ValueError(f"{setting}={value!r} is not valid; use one of {', '.join(choices)}.")
+        raise RecipeValueError(setting, value, f"one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
@@ -131,13 +132,17 @@ class Feature:
 
     name: ClassVar[str]
     banner_key: ClassVar[str | None] = None  # the key under which the banner and the model card list the feature
+    rules: ClassVar[dict[str, Rule]] = {}  # the values its own fields accept (features/values.py)
 
     # --- the config fields it owns (a dataclass mixed into SmolSFTConfig) ----------------------------------------
     def resolve_defaults(self, args: Any) -> None:
         """Before TRL's `__post_init__`: fill defaults that depend on the machine (e.g. the precision)."""
 
     def check_arguments(self, args: Any) -> None:
-        """After TRL's `__post_init__`: normalise and validate the feature's own fields (raise `ValueError`)."""
+        """After TRL's `__post_init__`: normalise and validate the feature's own fields (raise `ValueError`). Also run
+        by the recipe parser and `trl-smol doctor` on the recipe's values, before any dataclass is built. The default
+        checks `rules`; a feature that overrides it calls `super().check_arguments(args)`."""
+        check_values(args, self.rules)
 
     # --- planning --------------------------------------------------------------------------------------------------
     def decide(self, context: RunContext) -> Decision:

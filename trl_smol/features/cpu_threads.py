@@ -20,6 +20,7 @@ from ..launch import busy_cores_of_other_processes, raisable_cpu_threads
 from ..memory.tiers import TIERS
 from .base import Decision, RunContext, Source
 from .lever import PresetLever
+from .values import whole_number
 
 
 @dataclass
@@ -45,12 +46,7 @@ class CpuThreads(PresetLever):
     name = "cpu_threads"
     setting = "smol_cpu_threads"
     banner_key = "threads"
-
-    def check_arguments(self, args: Any) -> None:
-        if args.smol_cpu_threads is not None and int(args.smol_cpu_threads) < 1:
-            raise ValueError(
-                f"smol_cpu_threads={args.smol_cpu_threads} is not valid; use a count >= 1, or leave it unset."
-            )
+    rules = {"smol_cpu_threads": whole_number(1, null="null (as launched)")}
 
     def decide(self, context: RunContext) -> Decision:
         decision = super().decide(context)

@@ -12,6 +12,7 @@ labelled-only loss positions, CPU threads) read the planned preset from the run 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..memory import PresetResult
 from ..memory.planner import plan_requested_preset
@@ -46,6 +47,9 @@ class MemoryPresetArguments:
 class MemoryPreset(Feature):
     name = "memory_preset"
     banner_key = "memory_preset"
+
+    def check_arguments(self, args: Any) -> None:
+        requested_preset(args.memory_preset)  # UnknownPresetError: the name, and the valid ones
 
     def plan(self, context: RunContext) -> PresetResult | None:
         """The requested preset planned for this run, or None under `memory_preset: none`."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..samples import SampleGenerationCallback
 from .base import Decision, Feature, RunContext, Source
+from .values import number, whole_number
 
 
 @dataclass
@@ -79,8 +80,16 @@ class SampleArguments:
 
 class Samples(Feature):
     name = "samples"
+    rules = {
+        "sample_every_n_steps": whole_number(0, note=" (0: only before the first and after the last step)"),
+        "sample_max_new_tokens": whole_number(1),
+        "sample_temperature": number(above=0),
+        "sample_top_p": number(above=0, at_most=1),
+        "sample_seed": whole_number(0),
+    }
 
     def check_arguments(self, args: Any) -> None:
+        super().check_arguments(args)
         if args.sample_checks and not args.sample_prompts:
             raise ValueError("sample_checks are scored on sample prompts: set `sample_prompts` too, or remove them.")
         if hasattr(args.sample_prompts, "column_names"):  # the arguments are written as JSON (trackers, card)
