@@ -148,9 +148,9 @@ def render_recipe(tmp_path, model_dir, rows, extra=""):
 
 def test_render_validates_every_row_it_would_train_on_not_only_those_shown(tmp_path, tiny_model_dir, capsys):
     recipe = render_recipe(tmp_path, tiny_model_dir, [CHAT] * 4 + [BAD_ROLE])
-    assert main(["render", "--config", recipe, "-n", "1"]) == 2  # row 4 is not shown, and would stop training
+    assert main(["render", "--config", recipe, "-n", "1"]) == 2  # row 5 (line 5) is not shown, and would stop training
     (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
-    assert line.startswith("trl-smol render: Dataset 'train', row 4, field `messages[0].role`")
+    assert line.startswith("trl-smol render: Dataset 'train', row 5, field `messages[0].role`")
 
 
 def test_render_says_how_many_rows_it_checked(tmp_path, tiny_model_dir, capsys, monkeypatch):

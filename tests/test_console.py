@@ -16,7 +16,16 @@ from rich.console import Console
 from rich.text import Text
 from tqdm import tqdm
 
-from trl_smol.console import KNOWN_WARNINGS, RunConsole, quiet_known_warnings, setting_names, write, write_text
+from trl_smol.console import (
+    KNOWN_LOG_RECORDS,
+    KNOWN_WARNINGS,
+    RunConsole,
+    quiet_known_log_records,
+    quiet_known_warnings,
+    setting_names,
+    write,
+    write_text,
+)
 from trl_smol.launch import accelerate_launch_arguments, has_accelerator
 
 TRL = os.path.join(os.path.dirname(sys.executable), "trl")
@@ -132,6 +141,56 @@ def test_trl_sfts_parser_reports_gradient_checkpointing_as_deprecated_only_when_
         with shown() as seen:
             recipe_parser().parse_args_and_config(["--config", str(recipe)])
         assert any("`gradient_checkpointing` is deprecated" in message for message in seen) == expected, written
+
+
+# --- third-party log records no user can act on, and `trl-smol` commands that load only what they run ---------------
+
+
+def test_bitsandbytes_hub_kernel_record_is_dropped_and_every_other_record_of_its_logger_kept(caplog):
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    before = list(logger.filters)
+    try:
+        quiet_known_log_records()
+        quiet_known_log_records()  # once per process: a second call adds nothing
+        assert len(logger.filters) == len(before) + 1
+        with caplog.at_level(logging.WARNING, logger=logger.name):
+            # bitsandbytes 0.50's words, when `kernels` refuses kernels-community's kernel at import
+            logger.warning(
+                "Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you already "
+                "`pip install kernels` and the kernels >= 0.11.1",
+                "untrusted repository",
+            )
+            logger.warning("Any other bitsandbytes record")
+        assert [record.getMessage() for record in caplog.records] == ["Any other bitsandbytes record"]
+    finally:
+        logger.filters = before
+
+
+def test_every_identified_log_record_says_where_it_comes_from_and_why_no_user_can_act_on_it():
+    for known in KNOWN_LOG_RECORDS:
+        re.compile(known.message)
+        assert known.logger and len(known.source) > 40
+
+
+LIGHT_COMMANDS_SCRIPT = """
+import sys
+from trl_smol.commands import main
+for argv in (["--version"], ["--help"]):
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+heavy = ("torch", "transformers", "trl", "peft", "bitsandbytes", "trl_smol.commands.doctor")
+print("loaded:", sorted(name for name in heavy if name in sys.modules))
+"""
+
+
+def test_trl_smol_version_and_help_load_neither_torch_nor_any_subcommand():
+    result = subprocess.run([sys.executable, "-c", LIGHT_COMMANDS_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "trl-smol 0." in result.stdout
+    assert all(name in result.stdout for name in ("callbacks", "render", "doctor", "estimate"))  # --help lists them
+    assert "loaded: []" in result.stdout
 
 
 # --- nothing printed onto the progress bar --------------------------------------------------------------------------
@@ -333,3 +392,20 @@ def test_trl_sft_shows_no_warning_the_user_cannot_act_on_a_line_per_long_step_an
     assert sum("⏳" in line for line in output.split("\n")) == len(steps)  # none of them glued onto a bar
     warning = next(line for line in lines if "Sample prompt sample_prompts[0] has" in line)
     assert "it/s]" not in warning, warning  # nor the warning
+
+
+@pytest.mark.slow
+def test_trl_sft_ends_with_where_the_model_samples_and_card_are_and_the_python_that_loads_it(shared_trl_sft_run):
+    result, output_dir = shared_trl_sft_run.result, str(shared_trl_sft_run.output_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.rstrip("\n").split("\n")
+    block = lines[next(i for i, line in enumerate(lines) if line.startswith("The run's files are in")) :]
+    assert block[0] == f"The run's files are in {output_dir}:"
+    assert any(line.strip().startswith("samples.jsonl: ") for line in block)
+    assert any(line.strip().startswith("README.md: the model card") for line in block)
+    loader = block[-1].strip()
+    assert loader.endswith(f".from_pretrained({output_dir!r})") and loader.startswith("from ")
+    namespace: dict = {}
+    exec(loader, namespace)  # the line as printed loads the model
+    assert namespace["model"] is not None
+    assert sum(line.startswith("⏳ Starting trl sft") for line in lines) == 1  # each start line once

@@ -27,7 +27,7 @@ def messages(*pairs, **extra):
     return {"messages": [{"role": role, "content": content} for role, content in pairs], **extra}
 
 
-# (rows, row index, field, reason): each malformed row sits after a valid one when Arrow can store both.
+# (rows, row index from 0, field, reason): each malformed row sits after a valid one when Arrow can store both.
 INVALID = [
     ([GOOD, {"messages": None}], 1, "messages", "missing messages"),
     (
@@ -83,7 +83,7 @@ INVALID = [
 
 @pytest.mark.parametrize(("rows", "row", "field", "reason"), INVALID, ids=[case[3] for case in INVALID])
 def test_an_invalid_row_is_an_error_naming_dataset_row_and_field(tokenizer, rows, row, field, reason):
-    message = f"Dataset 'eval', row {row}, field `{field}`: {reason}"
+    message = f"Dataset 'eval', row {row + 1}, field `{field}`: {reason}"  # rows counted from 1, as lines of a file
     with pytest.raises(InvalidConversationError, match=re.escape(message)) as error:
         prepare_conversations(Dataset.from_list(rows), args=config(), dataset_name="eval", processing_class=tokenizer)
     assert "invalid_rows: drop" in str(error.value)
@@ -104,8 +104,8 @@ def test_drop_removes_invalid_rows_and_prints_a_count_per_reason(tokenizer, caps
     assert dataset.column_names == ["messages", "chat_template_kwargs"]
     printed = capsys.readouterr().err
     assert "dropped 3 of 5 rows" in printed
-    assert re.search(r"unknown role\s*│\s*2\s*│\s*1", printed)  # reason, count, first row
-    assert re.search(r"no assistant turn\s*│\s*1\s*│\s*3", printed)
+    assert re.search(r"unknown role\s*│\s*2\s*│\s*2", printed)  # reason, count, first row (counted from 1)
+    assert re.search(r"no assistant turn\s*│\s*1\s*│\s*4", printed)
 
 
 def test_drop_with_nothing_invalid_prints_nothing(tokenizer, capsys):
@@ -163,7 +163,7 @@ def test_sharegpt_conversations_are_converted_and_checked(tokenizer):
     assert dataset[0]["messages"] == GOOD["messages"]
     # TRL keeps ShareGPT role names, which the SmolLM3 template would skip: an error, not silently lost turns.
     rows = [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]
-    with pytest.raises(InvalidConversationError, match="row 0, field `messages\\[0\\].role`: unknown role: 'human'"):
+    with pytest.raises(InvalidConversationError, match="row 1, field `messages\\[0\\].role`: unknown role: 'human'"):
         prepare_conversations(Dataset.from_list(rows), args=config(), processing_class=tokenizer)
 
 

@@ -174,7 +174,7 @@ def test_a_row_cut_to_nothing_is_an_error_naming_row_tokens_and_the_fix():
         tokenize([BRIEF, DEFAULT_PROMPT])
     message = str(error.value)
     assert re.match(
-        r"Dataset 'train', row 1: max_length=128 cuts it to nothing trainable: it has (\d+) tokens and all (\d+) of "
+        r"Dataset 'train', row 2: max_length=128 cuts it to nothing trainable: it has (\d+) tokens and all (\d+) of "
         r"its assistant tokens start after token 128 \(the first is token \d+\)",
         message,
     )
@@ -184,7 +184,7 @@ def test_a_row_cut_to_nothing_is_an_error_naming_row_tokens_and_the_fix():
 
 def test_keep_end_names_the_assistant_tokens_before_the_kept_end():
     tail = {"messages": [*BRIEF["messages"], {"role": "user", "content": "Thanks! " * 80}]}
-    with pytest.raises(RowCutToNothingError, match=r"row 0: .* end before its last 128 .* truncation_mode=keep_end"):
+    with pytest.raises(RowCutToNothingError, match=r"row 1: .* end before its last 128 .* truncation_mode=keep_end"):
         tokenize([tail], truncation_mode="keep_end")
 
 
@@ -199,13 +199,13 @@ def test_drop_lists_cut_rows_in_the_dropped_rows_table_and_trl_drops_them(tmp_pa
     assert len(trainer.train_dataset) == 2  # TRL's own drop, unchanged
     printed = capsys.readouterr().err
     assert "dropped 2 of 4 rows of dataset 'train'" in printed
-    assert re.search(r"cut to nothing by max_length\s*│\s*2\s*│\s*1", printed)  # reason, count, first row
+    assert re.search(r"cut to nothing by max_length\s*│\s*2\s*│\s*2", printed)  # reason, count, first row
 
 
 def test_packing_cuts_nothing_per_row_and_valid_rows_change_nothing():
     assert len(tokenize([BRIEF, DEFAULT_PROMPT], packing=True)) == 2
     assert len(tokenize([DEFAULT_PROMPT], dataset_name="eval", eval_packing=True)) == 1  # TRL packs eval sets so
-    with pytest.raises(RowCutToNothingError, match="Dataset 'eval', row 0"):
+    with pytest.raises(RowCutToNothingError, match="Dataset 'eval', row 1"):
         tokenize([DEFAULT_PROMPT], dataset_name="eval", packing=True, eval_packing=False)
     unchanged = tokenize([BRIEF], invalid_rows="drop")
     assert unchanged.column_names == ["messages", "chat_template_kwargs", "input_ids", "labels"]

@@ -97,7 +97,7 @@ def test_cli_renders_a_recipe(tmp_path, tiny_model_dir, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "chat template: SmolLM3 (SmolLM3 model whose tokenizer has no chat template)" in out
     assert "loss on assistant turns only" in out
-    assert "row 0" in out and "row 1" in out and "row 2" not in out
+    assert "row 1" in out and "row 2" in out and "row 3" not in out  # counted from 1, as in training's errors
     assert "Today Date: 08 July 2025" in out
-    assert "warning row 1: empty assistant turn: messages[2]" in out
+    assert "warning row 2: empty assistant turn: messages[2]" in out
     assert "trained" in out and "kept" in out

@@ -1,9 +1,10 @@
 """Every place the plugin touches another library's objects is listed, with why, in docs/architecture.md.
 
 The scan below finds the operations that change an object the plugin did not create: module hooks, post-import hooks,
-process-wide settings (signal handlers, thread counts, environment variables, `warnings.showwarning`), accelerate's
-shared state, a trainer's callback list, a model's weights or config, a tokenizer's template. A new one that is not
-in the table of docs/architecture.md fails here, and so does a row whose place no longer does it.
+process-wide settings (signal handlers, thread counts, environment variables, `warnings.showwarning`, a library
+logger's filters, file descriptors), accelerate's shared state, a trainer's callback list, a model's weights or
+config, a tokenizer's template. A new one that is not in the table of docs/architecture.md fails here, and so does a
+row whose place no longer does it.
 """
 
 import ast
@@ -19,6 +20,7 @@ HEADING = "## Where the plugin touches other libraries' objects"
 CALLS = re.compile(
     r"\.register_(forward|forward_pre|full_backward)_hook$|register_post_import_hook$|^torch\.set_num_threads$"
     r"|^signal\.signal$|\.eval$"
+    r"|^logging\.getLogger\(.*\)\.addFilter$|\.reconfigure$|^os\.dup2$"
 )
 TARGETS = re.compile(
     r"showwarning$|\.weight\.data$|^weight\.data$|\.use_cache$|tokenizer\.chat_template$|tokenizer\.pad_token$"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import logging
 import os
 import re
@@ -77,6 +78,58 @@ KNOWN_WARNINGS: tuple[KnownWarning, ...] = (
         frozenset({"dataloader_pin_memory"}),
     ),
 )
+
+
+@dataclass(frozen=True)
+class KnownLogRecord:
+    """A log record of another library identified as one the user cannot act on, printed at import time (outside any
+    block of the run), so quieted for the whole process by [`quiet_known_log_records`]."""
+
+    logger: str  # the logger that emits it, exactly
+    message: str  # regular expression matched at the start of the formatted message
+    source: str  # what triggers it, and why the user cannot act on it
+
+
+KNOWN_LOG_RECORDS: tuple[KnownLogRecord, ...] = (
+    KnownLogRecord(
+        "bitsandbytes.backends.cpu.ops",
+        r"Failed to load CPU gemm_4bit_forward from kernels-community",
+        "bitsandbytes (imported with PEFT by TRL, in both `trl sft` processes and every `trl-smol` command) asks the "
+        "`kernels` package at import, on a CPU with AVX512-BF16, for a 4-bit kernel from the Hub, which `kernels` "
+        "refuses to load from an organisation it does not trust (or cannot fetch offline); bitsandbytes then uses "
+        "its own kernel. No recipe setting changes it, and the plugin loads no Hub kernel (memory/kernels.py).",
+    ),
+    KnownLogRecord(
+        "kernels._internals.hf_hub",
+        r"Skipping publisher trust check for 'kernels-community/quantization-bitsandbytes'",
+        "The same import of bitsandbytes under HF_HUB_OFFLINE: `kernels` says it cannot check the publisher of that "
+        "kernel offline, before failing to find it in the cache; the record above is the same event.",
+    ),
+)
+
+
+class _DropKnownRecord(logging.Filter):
+    def __init__(self, known: KnownLogRecord):
+        super().__init__()
+        self.known = known
+        self.pattern = re.compile(known.message)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            return not self.pattern.match(record.getMessage())
+        except Exception:  # noqa: BLE001 - a record whose arguments do not format: logging reports it itself
+            return True
+
+
+def quiet_known_log_records() -> None:
+    """In a process of `trl sft` or a `trl-smol` command: drop the records of [`KNOWN_LOG_RECORDS`], and only them,
+    with a filter on the one logger that emits each (created before the library is imported, which then uses it).
+    Every other record of those loggers is kept. Called once per process; calling it again adds nothing."""
+    for known in KNOWN_LOG_RECORDS:
+        if not any(
+            isinstance(f, _DropKnownRecord) and f.known == known for f in logging.getLogger(known.logger).filters
+        ):
+            logging.getLogger(known.logger).addFilter(_DropKnownRecord(known))
 
 
 def setting_names(argv: Iterable[str], recipe: Mapping[str, Any] | None = None) -> frozenset[str]:
@@ -222,6 +275,42 @@ def write_text(text: str, *, file: Any = None) -> None:
     with tqdm.external_write_mode(file=file):
         file.write(text)
         file.flush()
+
+
+SAME_OUTPUT_ENV = "TRL_SMOL_SAME_OUTPUT"  # set by the `trl sft` process: its stdout and stderr reach the same place
+
+
+def ordered_output(role: str, environ: dict[str, str] | None = None) -> None:
+    """Output of `trl sft` that stays in order in a terminal, a log file (`> log 2>&1`) and a pipe.
+
+    accelerate 1.16's launcher relays a training process's stderr through a pipe (it keeps the tail for its error),
+    while stdout goes straight to the destination. The progress bar is drawn on stderr and the lines printed above it
+    (the plugin's, TRL's loss lines) on stdout, so a line could overtake the bar's clearing and land glued to the bar.
+
+    - In the `trl sft` process (`role="cli"`): records for the training processes whether its stdout and stderr reach
+      the same file, pipe or terminal ([`SAME_OUTPUT_ENV`]).
+    - In a training process (`"script"`): stdout then goes through stderr's channel, to the same place, so that both
+      arrive in the order they were written; and stdout is written line by line (transformers prints the loss lines
+      with `tqdm.write`, which does not flush). Where they reach different places, each keeps its own.
+    """
+    environ = os.environ if environ is None else environ
+    if role == "cli":
+        try:
+            out, err = os.fstat(1), os.fstat(2)
+            same = (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
+        except OSError:
+            same = False
+        if same:
+            environ[SAME_OUTPUT_ENV] = "1"
+        else:
+            environ.pop(SAME_OUTPUT_ENV, None)
+        return
+    with contextlib.suppress(Exception):  # a stream that is not a file descriptor (an embedding host): left alone
+        if environ.get(SAME_OUTPUT_ENV) == "1" and sys.stdout.fileno() == 1 and sys.stderr.fileno() == 2:
+            sys.stdout.flush()
+            os.dup2(2, 1)
+        if isinstance(sys.stdout, io.TextIOWrapper) and not sys.stdout.line_buffering:
+            sys.stdout.reconfigure(line_buffering=True)
 
 
 def step(message: str) -> None:

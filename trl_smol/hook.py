@@ -73,11 +73,21 @@ def patch_trl(trl_module, role: str) -> None:
         _prepare_cli_process()
 
 
-def announce_start(role: str) -> None:
-    """One line as each process of `trl sft` starts, so that loading torch and transformers is not a silent wait."""
-    from .console import step
+_ANNOUNCED: set[str] = set()
 
+
+def announce_start(role: str) -> None:
+    """One line as each process of `trl sft` starts, so that loading torch and transformers is not a silent wait
+    (once per process); the third-party log records no user can act on quieted for the process, and the output kept
+    in order in a file or a pipe ([`trl_smol.console.ordered_output`])."""
+    from .console import ordered_output, quiet_known_log_records, step
+
+    if role in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(role)
     try:
+        quiet_known_log_records()
+        ordered_output(role)
         if role == "cli" and not {"-h", "--help"} & set(sys.argv):
             step("Starting trl sft with trl-smol: loading torch and transformers, reading the recipe")
         elif role == "script":
@@ -88,13 +98,36 @@ def announce_start(role: str) -> None:
 
 # --- the two processes of `trl sft`: signals reach training, and the last line printed is the cause -----------------
 def _recording_excepthook(original):
-    """In a training process: record the error's one line for the CLI process, then print it as Python does."""
+    """In a training process: record the error's one line for the CLI process, which prints it last. An error the
+    plugin raised on purpose (its message says what to do) is not printed here: its traceback goes to a file that the
+    CLI process names (`TRL_SMOL_TRACEBACK=1` prints it); without a CLI process (`python trl/scripts/sft.py`) this
+    process prints the block. Any other error is printed as Python does."""
 
     def excepthook(kind, error, traceback):
-        report_failure(f"{kind.__name__}: {error}")
-        original(kind, error, traceback)
+        from .outcome import (
+            cause_line,
+            is_plugin_error,
+            print_failure,
+            save_traceback,
+            traceback_note,
+            traceback_requested,
+        )
+
+        report_failure(cause_line(error))
+        if not is_plugin_error(error, traceback) or traceback_requested():
+            original(kind, error, traceback)
+            return
+        failure_file = os.environ.get(FAILURE_FILE_ENV)
+        path = save_traceback(error, traceback, _traceback_path(failure_file) if failure_file else None)
+        if not failure_file:
+            print_failure(f"trl sft: the run stopped; {traceback_note(path)}. The cause:", cause_line(error))
 
     return excepthook
+
+
+def _traceback_path(failure_file: str) -> str:
+    """Where a training process writes a plugin error's traceback, for the CLI process to name."""
+    return os.path.splitext(failure_file)[0] + "-traceback.txt"
 
 
 def _prepare_cli_process() -> None:
@@ -134,18 +167,38 @@ def _forward_to_children(number, frame) -> None:
 
 
 def _cause_last_excepthook(original, path: str):
+    """In the CLI process: a failed training process ends with one block, its cause last (printed once: the
+    training process printed no traceback for a plugin error); a plugin error of this process likewise."""
+
     def excepthook(kind, error, traceback):
+        from .outcome import (
+            cause_line,
+            is_plugin_error,
+            print_failure,
+            save_traceback,
+            traceback_note,
+            traceback_requested,
+        )
+
         try:
             with open(path, encoding="utf-8") as file:
                 cause = file.read().strip()
         except OSError:
             cause = ""
-        if not cause or kind.__name__ not in ("CalledProcessError", "ChildFailedError"):
+        if kind.__name__ not in ("CalledProcessError", "ChildFailedError"):
+            if not is_plugin_error(error, traceback) or traceback_requested():
+                original(kind, error, traceback)
+                return
+            note = traceback_note(save_traceback(error, traceback))  # before launching: a recipe or launcher error
+            print_failure(f"trl sft: stopped before training; {note}. The cause:", cause_line(error))
+            return  # the interpreter exits with status 1, as after any uncaught error
+        if not cause:
             original(kind, error, traceback)
             return
         code = getattr(error, "returncode", 1) or 1
-        print(f"trl sft: the training process failed (exit status {code}). Its error:", file=sys.stderr)
-        print(cause, file=sys.stderr, flush=True)
+        saved = _traceback_path(path)
+        note = f"; {traceback_note(saved)}" if os.path.exists(saved) else ""
+        print_failure(f"trl sft: the training process failed (exit status {code}){note}. Its error:", cause)
         os.remove(path)
         os._exit(code if isinstance(code, int) and 0 < code < 256 else 1)  # nothing else may print after the cause
 

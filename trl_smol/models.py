@@ -1,10 +1,10 @@
-"""Model names the plugin resolves itself: the demo identifier, and hub ids checked offline before loading.
+"""Model names the plugin resolves itself: the demo identifier, and hub ids checked before loading.
 
 ```python
 from trl_smol.models import resolve_model_name
 
 resolve_model_name("trl-smol/SmolLM3-demo-135M")     # the local demo checkpoint, built once
-resolve_model_name("HuggingFaceTB/SmolLM3-3B-Base")  # as given when cached or online; else one clear error
+resolve_model_name("HuggingFaceTB/SmolLM3-3B-Base")  # as given when cached or on the Hub; else one clear error
 ```
 """
 
@@ -14,48 +14,34 @@ import os
 from typing import Any
 
 from .demo.model import DEMO_MODEL_ID, materialize_demo_model
+from .hub import HubAccessError, check_hub_repo
 
 
-class ModelResolutionError(OSError):
-    """A model name that can be resolved neither locally, nor from the plugin's cache, nor (offline) from the hub."""
+class ModelResolutionError(HubAccessError):
+    """A model name that can be resolved neither locally, nor from the plugin's cache, nor from the Hub (offline:
+    from its cache); the message names the model and what to do."""
 
 
 def is_plugin_model(name: str) -> bool:
     return name == DEMO_MODEL_ID
 
 
-def resolve_model_name(name: str) -> str:
+def resolve_model_name(name: str, *, revision: str | None = None) -> str:
     """Map a model name to what `from_pretrained` can load here.
 
     The demo identifier becomes its local checkpoint (built on first use); a local directory stays as it is; a hub id
-    stays as it is when it is in the local hub cache or the hub is reachable, and otherwise raises
-    [`ModelResolutionError`] with one paragraph that says what was tried.
+    stays as it is when it is in the local hub cache or the Hub knows it, and otherwise raises
+    [`ModelResolutionError`] within seconds, naming the model and what to do ([`trl_smol.hub.check_hub_repo`]).
     """
     if is_plugin_model(name):
         return str(materialize_demo_model())
     if os.path.isdir(name):
         return name
-    return _check_hub_id(name)
-
-
-def _check_hub_id(name: str) -> str:
-    from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.constants import HF_HUB_OFFLINE
-
-    if not HF_HUB_OFFLINE:
-        return name  # online: let transformers download, and report hub errors itself
     try:
-        cached = try_to_load_from_cache(name, "config.json")
-    except Exception:  # an invalid repo id, for example a local path that does not exist
-        cached = None
-    if isinstance(cached, str):
-        return name
-    raise ModelResolutionError(
-        f"Cannot resolve the model `{name}` offline. It is not a local directory (checked {os.path.abspath(name)}), "
-        f"not a model this plugin builds itself (only `{DEMO_MODEL_ID}`), and its config.json is not in the "
-        f"Hugging Face cache, while HF_HUB_OFFLINE is set. Download it once with network access "
-        f"(`hf download {name}`), point `model_name_or_path` to a local copy, or unset HF_HUB_OFFLINE."
-    )
+        check_hub_repo(name, "model", setting="model_name_or_path", revision=revision)
+    except HubAccessError as error:
+        raise ModelResolutionError(str(error)) from None
+    return name
 
 
 def model_type_of(model: Any, *, trust_remote_code: bool = False) -> str | None:

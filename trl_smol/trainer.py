@@ -38,6 +38,7 @@ from .launch import check_requested_engine, entered_through_trl_sft
 from .memory import MemoryMonitorCallback, handle_out_of_memory
 from .memory.hardware import bitsandbytes_4bit_error
 from .models import resolve_model_name
+from .outcome import run_outputs
 from .plan import RunPlan, apply_run_plan, feature_named, plan_run
 from .settings import UserSettings, default_config, explicit_settings
 from .trackers import replace_trackio_callback
@@ -105,7 +106,8 @@ class SmolSFTTrainer(SFTTrainer):
         args = _to_smol_config(args, model)
         check_requested_engine()  # FSDP asked for on a CPU-only machine stops here, before anything loads
         if isinstance(model, str):
-            model = resolve_model_name(model)
+            init_kwargs = args.model_init_kwargs if isinstance(args.model_init_kwargs, dict) else {}
+            model = resolve_model_name(model, revision=init_kwargs.get("revision"))
         model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", None)
         _check_4bit_backend(quantization_config)
 
@@ -273,10 +275,14 @@ class SmolSFTTrainer(SFTTrainer):
     def end(self) -> None:
         """Finish the trackers and destroy the process group, as in transformers, after letting a gloo group's
         worker threads go idle: without that, a CPU run of several processes can hang at exit
-        (see [`trl_smol.distributed`])."""
+        (see [`trl_smol.distributed`]). Where the plugin is active, the last lines say where the model, `samples.jsonl`
+        and the model card are, and the Python that loads the model ([`trl_smol.outcome.run_outputs`])."""
         settle_process_group()
         super().end()
         self.installed["run_safety"].release()
+        outputs = run_outputs(self.args.output_dir) if self.args.process_index == 0 else None
+        if outputs is not None and self.run_console.active:  # where the files are, and how to load them: last
+            print(outputs, flush=True)
 
     def create_model_card(
         self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None

@@ -9,7 +9,8 @@ trl-smol samples smollm3-demo               # pass rates per sample pass (two ou
 ```
 
 Each subcommand lives in its own module, which provides `configure_parser(parser)` and `run(args) -> int`; the
-table below is the only place that lists them, so `trl-smol --help` shows exactly what exists.
+table below is the only place that lists them, so `trl-smol --help` shows exactly what exists. Only the module of the
+subcommand that runs is imported: `trl-smol --version` and `trl-smol --help` load neither torch nor transformers.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def available_subcommands() -> dict[str, tuple[str, str]]:
     return {name: entry for name, entry in SUBCOMMANDS.items() if importlib.util.find_spec(entry[0]) is not None}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `trl-smol` parser. Every subcommand is listed with its help line; only `command`'s module is imported and
+    given its options (it imports torch and transformers: seconds)."""
     parser = argparse.ArgumentParser(
         prog="trl-smol",
         description="Tools for fine-tuning SmolLM3 with TRL. "
@@ -54,16 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"trl-smol {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in available_subcommands().items():
-        module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        module.configure_parser(sub)
-        sub.set_defaults(_run=module.run)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.configure_parser(sub)
+            sub.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from ..console import quiet_known_log_records
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    quiet_known_log_records()  # before a subcommand imports the libraries that log them
+    command = next((arg for arg in argv if not arg.startswith("-")), None)  # the top level has options only
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0

@@ -100,7 +100,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-n", "--num-examples", type=non_negative_int, default=3, help="How many training examples to show (0: none)."
     )
-    parser.add_argument("--start", type=non_negative_int, default=0, help="Index of the first example to show.")
+    parser.add_argument(
+        "--start",
+        type=non_negative_int,
+        default=0,
+        help="Index (from 0) of the first example to show; rows are numbered from 1, as in training's errors.",
+    )
 
 
 def load_recipe(config_path: str, extra: list[str] | None = None):
@@ -145,10 +150,10 @@ def render_examples(
     if "messages" not in rows.column_names and "conversations" not in rows.column_names:
         raise ValueError(f"The dataset has no `messages` column (columns: {', '.join(rows.column_names)}).")
     rows = rows.add_column("_row", list(range(start, start + len(rows))))
-    name = "train" if start == 0 else f"train[{start}:]"  # row numbers in errors count from `start`
+    name = "train"
     defaults = None if template_applied is None else args.template_defaults(template_applied)
-    prepared = prepare_conversations(
-        rows, args=args, dataset_name=name, processing_class=tokenizer, template_defaults=defaults
+    prepared = prepare_conversations(  # row numbers in errors count from `start`, as in training
+        rows, args=args, dataset_name=name, processing_class=tokenizer, template_defaults=defaults, row_offset=start
     )
     # check_truncation=False: a row cut to nothing trainable is shown, with a warning, instead of stopping here.
     tokenized = tokenize_conversations(prepared, tokenizer, args=args, dataset_name=name, check_truncation=False)
@@ -244,9 +249,9 @@ def run(args: argparse.Namespace) -> int:
     )
     for _, rendered in results:
         counts = f"{len(rendered.input_ids)} tokens, {rendered.kept} kept, {rendered.trained} trained"
-        console.print(Panel(_styled(tokenizer, rendered), title=f"row {rendered.row}", subtitle=counts))
+        console.print(Panel(_styled(tokenizer, rendered), title=f"row {rendered.row + 1}", subtitle=counts))
         for warning in rendered.warnings:
-            console.print(f"[yellow]warning[/] row {rendered.row}: {warning}")
+            console.print(f"[yellow]warning[/] row {rendered.row + 1}: {warning}")
     if not results:
         console.print("[yellow]No rows to show.[/]")
     return 0

@@ -13,6 +13,10 @@ check_data_file("data/train.jsonl", columns=("messages",))          # the column
 check_dataset_files("json", data_files="data/train.jsonl")         # the files `load_dataset` would read
 ```
 
+A path that does not exist is one error saying where it was looked for: paths in a recipe resolve against the working
+directory, not the recipe's folder. A hub dataset that is neither cached nor reachable is one error naming it and the
+offline fix ([`trl_smol.hub`]), within seconds.
+
 In `trl sft`, [`check_local_data_files`] checks the files of `--dataset_name` (a local directory) and of every
 `datasets:` entry once the recipe is parsed, before anything is loaded; the plugin's `get_dataset` checks the mixture's
 files again for Python callers.
@@ -26,6 +30,8 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from ..hub import check_hub_repo, missing_path_message
 
 PREFIX_BYTES = 1 << 20  # how much of a text file is decoded and parsed
 _FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".txt": "text"}
@@ -212,12 +218,17 @@ def check_dataset_files(
 ) -> None:
     """Check every local file `datasets.load_dataset(path, name, data_dir=..., data_files=...)` would read.
 
-    Hub datasets and remote files are left to `datasets`. The files and their format are resolved by
+    A `data_dir` or `data_files` path that does not exist is an error saying where it was looked for (paths resolve
+    against the working directory). A hub dataset is checked with [`trl_smol.hub.check_hub_repo`] (cached, or known to
+    the Hub, within seconds); remote files are left to `datasets`. The files and their format are resolved by
     `datasets.load_dataset_builder`, as the load resolves them (all splits: the load reads them all). `key` names the
     setting in the messages (`dataset_name`, or `path` of a `datasets:` entry).
     """
     if not _is_local(path, data_dir, data_files):
+        if path not in _FILE_BUILDERS:  # a hub dataset, or a local path that is not there
+            check_hub_repo(path, "dataset", setting=key)
         return
+    _check_paths_exist(path if os.path.isdir(path) else "", data_dir, data_files)
     if os.path.isfile(path):
         check_data_file(path, columns=columns)
         kind = _FORMATS.get(os.path.splitext(path)[1].lower(), "json")
@@ -240,6 +251,29 @@ def check_dataset_files(
                 check_data_file(
                     file, builder.name, columns=columns, sep=sep, json_field=getattr(config, "field", None)
                 )
+
+
+def _check_paths_exist(base: str, data_dir: str | None, data_files: Any) -> None:
+    """A `data_dir` or `data_files` entry that names no existing file is one error saying where it was looked for.
+    `base`: the dataset's local directory, which `datasets` resolves them against ("" for a file module)."""
+    import glob
+
+    folder = os.path.join(base, data_dir) if data_dir else base
+    values = data_files.values() if isinstance(data_files, dict) else [data_files]
+    patterns = [p for value in values for p in (value if isinstance(value, (list, tuple)) else [value]) if p]
+    checks = [("data_dir", folder)] if data_dir else []
+    checks += [("data_files", os.path.join(folder, str(pattern))) for pattern in patterns]
+    for setting, pattern in checks:
+        if glob.has_magic(pattern):
+            if not glob.glob(pattern, recursive=True):
+                raise DataFileError(
+                    f"{missing_path_message(setting, pattern).replace('does not exist', 'matches no file')}. Fix the "
+                    "pattern, or run from the folder it is relative to."
+                )
+        elif not os.path.exists(pattern):
+            raise DataFileError(
+                f"{missing_path_message(setting, pattern)}. Fix the path, or run from the folder it is relative to."
+            )
 
 
 def check_mixture_files(entries: Iterable[Any], columns: Sequence[str] = ()) -> None:

@@ -22,7 +22,14 @@ import numpy as np
 from datasets import Dataset, IterableDataset
 
 from ..templating import canonical_tool_calls
-from .validation import InvalidConversationError, _clean_kwargs, _print_dropped, conversation_columns, logger
+from .validation import (
+    InvalidConversationError,
+    _clean_kwargs,
+    _print_dropped,
+    conversation_columns,
+    logger,
+    row_label,
+)
 
 if TYPE_CHECKING:
     from ..config import SmolSFTConfig
@@ -93,10 +100,10 @@ def cut_to_nothing(labels: list[int], max_length: int | None, truncation_mode: s
 
 def _cut_error(dataset_name: str, row: int, detail: str, args: SmolSFTConfig, total: int) -> RowCutToNothingError:
     return RowCutToNothingError(
-        f"Dataset '{dataset_name}', row {row}: max_length={args.max_length} cuts it to nothing trainable: {detail}, "
-        f"so truncation_mode={args.truncation_mode} leaves every label at -100 and TRL would drop the row. Raise "
-        f"`max_length` (the whole row is {total} tokens), shorten the system prompt, or set `invalid_rows: drop` to "
-        "skip such rows (a count is printed)."
+        f"Dataset '{dataset_name}', {row_label(row)}: max_length={args.max_length} cuts it to nothing trainable: "
+        f"{detail}, so truncation_mode={args.truncation_mode} leaves every label at -100 and TRL would drop the row. "
+        f"Raise `max_length` (the whole row is {total} tokens), shorten the system prompt, or set `invalid_rows: "
+        "drop` to skip such rows (a count is printed)."
     )
 
 
@@ -169,8 +176,8 @@ def tokenize_conversations(
             mask = assistant_token_mask(encoding.offsets, row_spans)
             if not mask.any():
                 raise RuntimeError(
-                    f"Dataset '{dataset_name}', row {row}: `assistant_only_loss=True` but the chat template marks no "
-                    "assistant token, so the row would train nothing. Use a template with `{% generation %}` "
+                    f"Dataset '{dataset_name}', {row_label(row)}: `assistant_only_loss=True` but the chat template "
+                    "marks no assistant token, so the row would train nothing. Use a template with `{% generation %}` "
                     "markers (the SmolLM3 template has them) or set `assistant_only_loss: false`."
                 )
             labels.append(np.where(mask, np.asarray(ids), -100).tolist())
@@ -182,7 +189,7 @@ def tokenize_conversations(
                 if detail is not None and not drop:
                     raise _cut_error(dataset_name, row, detail, args, len(row_labels))
                 if detail is not None and not is_map_style:  # streamed: no count at the end, so say it per row
-                    logger.warning(f"Dropping row {row} of dataset '{dataset_name}': {CUT_REASON} ({detail}).")
+                    logger.warning(f"Dropping {row_label(row)} of dataset '{dataset_name}': {CUT_REASON} ({detail}).")
                 cut.append(detail is not None)
             if drop and is_map_style:
                 output[_CUT_COLUMN] = cut

@@ -143,10 +143,16 @@ def check_conversation(
     return None
 
 
+def row_label(index: int) -> str:
+    """How messages name a row: counted from 1, as lines of a file are (row N of a JSON-lines file without blank
+    lines is its line N). `index` is the row's 0-based index in the dataset."""
+    return f"row {index + 1}"
+
+
 def _error(dataset_name: str, row: int, problem: RowProblem) -> InvalidConversationError:
     return InvalidConversationError(
-        f"Dataset '{dataset_name}', row {row}, field `{problem.field}`: {problem.reason}: {problem.detail}. Fix the "
-        "data, or set `invalid_rows: drop` to skip such rows (a count per reason is printed)."
+        f"Dataset '{dataset_name}', {row_label(row)}, field `{problem.field}`: {problem.reason}: {problem.detail}. "
+        "Fix the data, or set `invalid_rows: drop` to skip such rows (a count per reason is printed)."
     )
 
 
@@ -162,7 +168,7 @@ def _print_dropped(dataset_name: str, counts: Counter, first_rows: dict[str, int
     table.add_column("rows", justify="right")
     table.add_column("first row", justify="right")
     for reason, count in counts.most_common():
-        table.add_row(reason, str(count), str(first_rows[reason]))
+        table.add_row(reason, str(count), str(first_rows[reason] + 1))  # 0-based indices, shown counted from 1
     Console(stderr=True).print(table)
 
 
@@ -180,6 +186,7 @@ def prepare_conversations(
     dataset_name: str = "train",
     processing_class: Any = None,
     template_defaults: dict[str, Any] | None = None,
+    row_offset: int = 0,
 ) -> Dataset | IterableDataset:
     """Validate conversations and merge `template_defaults` under each example's own chat-template kwargs.
 
@@ -187,7 +194,8 @@ def prepare_conversations(
     carries the plugin's SmolLM3 template; `SmolSFTTrainer` passes its run plan's (the date only when the plugin
     applies its template in this run).
 
-    A malformed row raises [`InvalidConversationError`] naming the dataset, row and field, or with
+    A malformed row raises [`InvalidConversationError`] naming the dataset, row (counted from 1, plus `row_offset`
+    for a dataset that starts further into the data) and field, or with
     `args.invalid_rows="drop"` is removed, with a count per reason printed. Datasets that are not conversational
     (no `messages` column; ShareGPT-style `conversations` are converted first) or already tokenized are returned
     unchanged. `processing_class`, when given, tells whether the SmolLM3 template is in use (then unknown
@@ -218,10 +226,12 @@ def prepare_conversations(
         merged, reasons = [], []
         for row, row_messages, row_kwargs, row_tools in zip(indices, messages, kwargs, tools, strict=True):
             problem = check_conversation(row_messages, row_kwargs, row_tools, strict_kwargs=strict)
+            row += row_offset
             if problem is not None and not drop:
                 raise _error(dataset_name, row, problem)
             if problem is not None and not is_map_style:  # streamed: no count at the end, so say it per row
-                logger.warning(f"Dropping row {row} of dataset '{dataset_name}': {problem.reason} ({problem.field}).")
+                where = f"{row_label(row)} of dataset '{dataset_name}'"
+                logger.warning(f"Dropping {where}: {problem.reason} ({problem.field}).")
             reasons.append(None if problem is None else problem.reason)
             merged.append({**defaults, **_clean_kwargs(row_kwargs if isinstance(row_kwargs, dict) else None)})
         output: dict[str, list] = {"chat_template_kwargs": merged}
