@@ -19,6 +19,7 @@ from tqdm import tqdm
 from trl_smol.console import (
     KNOWN_LOG_RECORDS,
     KNOWN_WARNINGS,
+    SAME_OUTPUT_ENV,
     RunConsole,
     quiet_known_log_records,
     quiet_known_warnings,
@@ -242,6 +243,53 @@ def test_in_the_block_warnings_and_transformers_logs_are_printed_above_the_bar_n
     for text in ("inside: an actionable warning", "inside: a transformers log record"):
         line = next(line for line in lines if text in line)
         assert "1/3" not in line.split("\r")[-1], line  # after the bar's line was wiped: a line of its own
+
+
+# accelerate 1.16 launches a training process with stderr (where the bar is drawn) on a pipe that it relays, and stdout
+# straight to the destination: a line on stdout could overtake the bar's clearing on the relayed stderr.
+TRAINING_PROCESS_SCRIPT = """
+import os, sys
+from trl_smol.console import ordered_output
+ordered_output("script")
+print("same channel:", os.path.samestat(os.fstat(1), os.fstat(2)), "line by line:", sys.stdout.line_buffering)
+"""
+CLI_PROCESS_SCRIPT = """
+import os
+from trl_smol.console import SAME_OUTPUT_ENV, ordered_output
+environ = {}
+ordered_output("cli", environ)
+os.write(2, f"marked: {environ.get(SAME_OUTPUT_ENV)}\\n".encode())
+"""
+
+
+def test_trl_sft_marks_whether_its_stdout_and_stderr_reach_the_same_place(tmp_path):
+    with open(tmp_path / "log", "w") as log:  # `> log 2>&1`
+        subprocess.run([sys.executable, "-c", CLI_PROCESS_SCRIPT], stdout=log, stderr=subprocess.STDOUT, timeout=60)
+    assert (tmp_path / "log").read_text() == "marked: 1\n"
+    with open(tmp_path / "out", "w") as out:  # `> out 2> err`: each keeps its own
+        result = subprocess.run(
+            [sys.executable, "-c", CLI_PROCESS_SCRIPT], stdout=out, stderr=subprocess.PIPE, timeout=60
+        )
+    assert result.stderr == b"marked: None\n"
+
+
+def test_a_training_process_writes_stdout_through_the_relayed_stderr_only_where_both_reach_the_same_place(tmp_path):
+    for marked in (True, False):
+        env = {key: value for key, value in os.environ.items() if key != SAME_OUTPUT_ENV}
+        env.update({SAME_OUTPUT_ENV: "1"} if marked else {})
+        with open(tmp_path / "out", "w") as out:  # stdout straight to the file, stderr relayed as accelerate does
+            result = subprocess.run(
+                [sys.executable, "-c", TRAINING_PROCESS_SCRIPT],
+                stdout=out,
+                stderr=subprocess.PIPE,
+                env=env,
+                timeout=60,
+            )
+        relayed, direct = result.stderr.decode(), (tmp_path / "out").read_text()
+        if marked:  # one channel, so the order written is the order that arrives; line by line
+            assert (relayed, direct) == ("same channel: True line by line: True\n", "")
+        else:
+            assert (relayed, direct) == ("", "same channel: False line by line: True\n")
 
 
 # --- the accelerate launch of `trl sft` -----------------------------------------------------------------------------
