@@ -19,7 +19,7 @@ HEADING = "## Where the plugin touches other libraries' objects"
 # What counts as touching, read from the source text of a call's function or an assignment's target.
 CALLS = re.compile(
     r"\.register_(forward|forward_pre|full_backward)_hook$|register_post_import_hook$|^torch\.set_num_threads$"
-    r"|^signal\.signal$|\.eval$"
+    r"|^signal\.signal$|^signal\.pthread_sigmask$|\.eval$"
     r"|^logging\.getLogger\(.*\)\.addFilter$|\.reconfigure$|^os\.dup2$"
 )
 TARGETS = re.compile(

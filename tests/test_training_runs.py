@@ -153,9 +153,10 @@ def test_sigterm_then_resume_continues_with_the_same_data_order(tmp_path, tiny_m
     keys = [(row["step"], row["prompt"]) for row in rows]
     assert len(keys) == len(set(keys)), "samples were duplicated by the resume"
     assert rows[: len(rows_before)] == rows_before  # history kept as written
-    # Every 4 steps, plus the pass after the last step the interrupted run made (SIGTERM: checkpoint and samples at
-    # the step it stopped at, which the resume starts from and does not repeat).
-    assert {step for step, _ in keys} == set(range(0, steps + 1, 4)) | {resumed_from}
+    # Every 4 steps, and no pass after the SIGTERM (the grace period is for the checkpoint): when the signal came
+    # during a sample step, that step's pass is skipped, and the resume, which starts after it, does not repeat it.
+    every_4 = set(range(0, steps + 1, 4))
+    assert every_4 - {resumed_from} <= {step for step, _ in keys} <= every_4
 
 
 def test_trackio_local_store_holds_metrics_config_and_sample_tables(shared_trl_sft_run):

@@ -71,3 +71,15 @@ def describe_engine(state: Any) -> str | None:
     device = getattr(getattr(state, "device", None), "type", "?")
     backend = getattr(state, "backend", None) or "?"
     return f"{engine} x{processes} ({device}, {backend})"
+
+
+def wait_for_every_rank() -> bool:
+    """A barrier across the run's processes (and the gloo settle of [`settle_process_group`]) before a rank exits
+    early, as after a stop signal: no rank leaves while another still saves. Returns whether there were other ranks."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return False
+    if not settle_process_group():
+        dist.barrier()
+    return True

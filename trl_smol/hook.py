@@ -24,7 +24,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .launch import ACTIVE_ENV, FAILURE_FILE_ENV, current_role, is_disabled, report_failure
+from .launch import ACTIVE_ENV, FAILURE_FILE_ENV, current_role, is_disabled, report_failure, training_exit_status
+from .preemption import STOP_SIGNALS, STOPPED_PREFIX, hold_for_training_processes, release_held_signals
 
 
 def bootstrap() -> None:
@@ -46,6 +47,10 @@ def install() -> str | None:
     role = current_role()
     if role is None:
         return None
+    if role == "script":
+        release_held_signals()  # inherited blocked from a `trl sft` process that holds them (trl_smol.preemption)
+    else:  # now, before any library starts a thread that would take a stop signal to accelerate's handler
+        hold_for_training_processes()
     import wrapt
 
     # trl/__init__.py replaces itself in sys.modules by a lazy module: patch that one, not the module the hook gets.
@@ -131,9 +136,10 @@ def _traceback_path(failure_file: str) -> str:
 
 
 def _prepare_cli_process() -> None:
-    """In the CLI process: a file for the training process's failure line, SIGTERM/SIGINT forwarded to the training
-    processes (accelerate launches them as children; without this they would keep running as orphans), and, when
-    training failed, that line printed last instead of accelerate's bare `CalledProcessError`."""
+    """In the CLI process: a file for the training process's failure line, the stop signals (SIGTERM, SIGINT,
+    SIGUSR1) held and forwarded to the training processes, whatever accelerate's launcher would do with them
+    ([`trl_smol.preemption`]), and, when training failed, that line printed last instead of accelerate's bare
+    `CalledProcessError`."""
     import signal
     import tempfile
 
@@ -143,27 +149,19 @@ def _prepare_cli_process() -> None:
     import atexit
 
     atexit.register(lambda: os.path.exists(path) and os.remove(path))
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, _forward_to_children)
+    for number in STOP_SIGNALS:
+        signal.signal(number, _stop_cli_process)
     sys.excepthook = _cause_last_excepthook(sys.excepthook, path)
 
 
-def _forward_to_children(number, frame) -> None:
-    """Send the signal on to the training processes; before they exist, stop as Python would."""
-    import psutil
+def _stop_cli_process(number, frame) -> None:
+    """What a held stop signal does to the CLI process itself when there is no training process to forward it to:
+    stop as Python would (accelerate replaces the SIGTERM one while it launches)."""
+    import signal
 
-    children = psutil.Process().children()
-    if not children:
-        import signal
-
-        if number == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise SystemExit(128 + number)
-    for child in children:
-        try:
-            child.send_signal(number)
-        except psutil.Error:
-            continue
+    if number == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + number)
 
 
 def _cause_last_excepthook(original, path: str):
@@ -195,10 +193,13 @@ def _cause_last_excepthook(original, path: str):
         if not cause:
             original(kind, error, traceback)
             return
-        code = getattr(error, "returncode", 1) or 1
-        saved = _traceback_path(path)
-        note = f"; {traceback_note(saved)}" if os.path.exists(saved) else ""
-        print_failure(f"trl sft: the training process failed (exit status {code}){note}. Its error:", cause)
+        code = training_exit_status(error)
+        if cause.startswith(STOPPED_PREFIX):  # a run stopped by a signal did not fail: its line says so
+            print(cause, file=sys.stderr, flush=True)
+        else:
+            saved = _traceback_path(path)
+            note = f"; {traceback_note(saved)}" if os.path.exists(saved) else ""
+            print_failure(f"trl sft: the training process failed (exit status {code}){note}. Its error:", cause)
         os.remove(path)
         os._exit(code if isinstance(code, int) and 0 < code < 256 else 1)  # nothing else may print after the cause
 

@@ -67,15 +67,26 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
 
 
-def report_failure(message: str) -> None:
-    """Record why this training process fails, for the `trl sft` CLI process to print as its last line."""
+def report_failure(message: str) -> bool:
+    """Record why this training process fails, for the `trl sft` CLI process to print as its last line. Returns
+    whether it was recorded (False outside `trl sft`: the caller prints the line itself)."""
     path = os.environ.get(FAILURE_FILE_ENV)
     if path:
         try:
             with open(path, "w", encoding="utf-8") as file:
                 file.write(" ".join(message.split()))  # one line
+            return True
         except OSError:
             pass
+    return False
+
+
+def training_exit_status(error: BaseException) -> int:
+    """The exit status `trl sft` ends with when its training processes failed: theirs (accelerate's
+    `CalledProcessError.returncode`, or the first failed rank's of torch's `ChildFailedError`), else 1."""
+    codes = [getattr(error, "returncode", None)]
+    codes += [getattr(failure, "exitcode", None) for failure in getattr(error, "failures", {}).values()]
+    return next((code for code in codes if isinstance(code, int) and 0 < code < 256), 1)
 
 
 def current_role() -> str | None:

@@ -40,6 +40,8 @@ from .memory.hardware import bitsandbytes_4bit_error
 from .models import resolve_model_name
 from .outcome import run_outputs
 from .plan import RunPlan, apply_run_plan, feature_named, plan_run
+from .run_safety import InterruptCheckpoint
+from .samples import SampleGenerationCallback
 from .settings import UserSettings, default_config, explicit_settings
 from .trackers import replace_trackio_callback
 
@@ -181,13 +183,18 @@ class SmolSFTTrainer(SFTTrainer):
     def order_callbacks(self) -> None:
         """The one place where the order of callbacks is set.
 
-        - Callbacks that add values to a log event's `logs` ([`MemoryMonitorCallback`]) run first, so that the
+        - [`InterruptCheckpoint`] runs first: every rank has agreed on a stop signal before another callback's
+          `on_step_end` asks `trl_smol.preemption.stop_signal()` (the sample pass skips itself after one, on every
+          rank alike, so no rank waits in a collective for another).
+        - Callbacks that add values to a log event's `logs` ([`MemoryMonitorCallback`]) run next, so that the
           reporters (trackio, wandb, ...) that run after them send those values.
+        - [`SampleGenerationCallback`] runs before the user's callbacks: its `on_evaluate` adds the sample pass rates
+          (`eval_samples_pass_rate`, ...) to the metrics that `EarlyStoppingCallback` and others then read.
         - transformers' trackio reporter is replaced by [`trl_smol.trackers.TrackioUserRunCallback`], which logs into
           a trackio run the user started (`trackio.init(...)` before the trainer) instead of starting and finishing
           its own; without such a run it behaves as the stock one.
         """
-        run_first(self.callback_handler, MemoryMonitorCallback)
+        run_first(self.callback_handler, InterruptCheckpoint, MemoryMonitorCallback, SampleGenerationCallback)
         replace_trackio_callback(self.callback_handler, run_id=self.run_plan.run_id)
 
     # --- training ------------------------------------------------------------------------------------------------

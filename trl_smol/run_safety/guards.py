@@ -16,7 +16,9 @@ from typing import Any
 
 from transformers.utils import logging
 
+from ..distributed import wait_for_every_rank
 from ..launch import report_failure
+from ..preemption import STOPPED_PREFIX, exit_status
 from .checkpoints import Progress, checkpoint_problem, resumable_checkpoint
 from .interrupt import InterruptCheckpoint
 from .output_dir import (
@@ -136,17 +138,19 @@ def _resuming(path: Path, skipped: list, max_steps: int | None, epochs: float | 
 
 
 def stop_after_interrupt(args: Any, interrupt: InterruptCheckpoint) -> None:
-    """Exit non-zero after a run stopped by a signal, with one line: where the checkpoint is and how to resume."""
-    name = interrupt.signal.name if interrupt.signal is not None else "a signal"
+    """Exit with 128 + the signal after a run stopped by one, with one line: where the checkpoint is and how to
+    resume. In a distributed run every rank waits for the others first, so none exits while rank 0 still saves (a
+    launcher stops the other ranks when one exits)."""
+    stopped = interrupt.signal if interrupt.signal is not None else signal.SIGTERM
     message = (
-        f"trl-smol: stopped by {name} at step {interrupt.step}; checkpoint saved in "
+        f"{STOPPED_PREFIX}{stopped.name} at step {interrupt.step}; checkpoint saved in "
         f"{args.output_dir}/checkpoint-{interrupt.step}. Resume with the same command and "
         "`--resume_from_checkpoint true`."
     )
-    report_failure(message)
-    print(message, file=sys.stderr, flush=True)
-    number = interrupt.signal.value if interrupt.signal is not None else signal.SIGTERM.value
-    raise SystemExit(128 + number)
+    wait_for_every_rank()
+    if _is_main(args) and not report_failure(message):  # under `trl sft`, its process prints the line last
+        print(message, file=sys.stderr, flush=True)
+    raise SystemExit(exit_status(stopped))
 
 
 class RunGuard:

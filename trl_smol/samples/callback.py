@@ -44,6 +44,7 @@ from transformers.utils import logging
 
 from ..console import step as console_step
 from ..launch import new_run_id
+from ..preemption import stop_signal
 from .checks import summarize
 from .generation import SampleGenerator
 from .outputs import SampleOutputs
@@ -247,8 +248,8 @@ class SampleGenerationCallback(TrainerCallback):
 
     def _maybe_generate(self, args, state, **kwargs) -> None:
         step = state.global_step
-        if step in self._done_steps:
-            return
+        if step in self._done_steps or stop_signal() is not None:
+            return  # after a stop signal the grace period is for the checkpoint (trl_smol.preemption)
         self._done_steps.add(step)
         model = self.model or kwargs.get("model")
         tokenizer = self.tokenizer or kwargs.get("processing_class")
