@@ -265,7 +265,8 @@ os.write(2, f"marked: {environ.get(SAME_OUTPUT_ENV)}\\n".encode())
 def test_trl_sft_marks_whether_its_stdout_and_stderr_reach_the_same_place(tmp_path):
     with open(tmp_path / "log", "w") as log:  # `> log 2>&1`
         subprocess.run([sys.executable, "-c", CLI_PROCESS_SCRIPT], stdout=log, stderr=subprocess.STDOUT, timeout=60)
-    assert (tmp_path / "log").read_text() == "marked: 1\n"
+    place = os.stat(tmp_path / "log")
+    assert (tmp_path / "log").read_text() == f"marked: {place.st_dev}:{place.st_ino}\n"
     with open(tmp_path / "out", "w") as out:  # `> out 2> err`: each keeps its own
         result = subprocess.run(
             [sys.executable, "-c", CLI_PROCESS_SCRIPT], stdout=out, stderr=subprocess.PIPE, timeout=60
@@ -274,9 +275,11 @@ def test_trl_sft_marks_whether_its_stdout_and_stderr_reach_the_same_place(tmp_pa
 
 
 def test_a_training_process_writes_stdout_through_the_relayed_stderr_only_where_both_reach_the_same_place(tmp_path):
-    for marked in (True, False):
+    (tmp_path / "out").touch()
+    place = os.stat(tmp_path / "out")
+    for marked in (True, False):  # `trl sft > out 2>&1` (its stdout and stderr reach the file), or not
         env = {key: value for key, value in os.environ.items() if key != SAME_OUTPUT_ENV}
-        env.update({SAME_OUTPUT_ENV: "1"} if marked else {})
+        env.update({SAME_OUTPUT_ENV: f"{place.st_dev}:{place.st_ino}"} if marked else {})
         with open(tmp_path / "out", "w") as out:  # stdout straight to the file, stderr relayed as accelerate does
             result = subprocess.run(
                 [sys.executable, "-c", TRAINING_PROCESS_SCRIPT],

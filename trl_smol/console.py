@@ -277,7 +277,7 @@ def write_text(text: str, *, file: Any = None) -> None:
         file.flush()
 
 
-SAME_OUTPUT_ENV = "TRL_SMOL_SAME_OUTPUT"  # set by the `trl sft` process: its stdout and stderr reach the same place
+SAME_OUTPUT_ENV = "TRL_SMOL_SAME_OUTPUT"  # set by `trl sft`: the place its stdout and stderr both reach
 
 
 def ordered_output(role: str, environ: dict[str, str] | None = None) -> None:
@@ -287,28 +287,31 @@ def ordered_output(role: str, environ: dict[str, str] | None = None) -> None:
     while stdout goes straight to the destination. The progress bar is drawn on stderr and the lines printed above it
     (the plugin's, TRL's loss lines) on stdout, so a line could overtake the bar's clearing and land glued to the bar.
 
-    - In the `trl sft` process (`role="cli"`): records for the training processes whether its stdout and stderr reach
-      the same file, pipe or terminal ([`SAME_OUTPUT_ENV`]).
-    - In a training process (`"script"`): stdout then goes through stderr's channel, to the same place, so that both
-      arrive in the order they were written; and stdout is written line by line (transformers prints the loss lines
-      with `tqdm.write`, which does not flush). Where they reach different places, each keeps its own.
+    - In the `trl sft` process (`role="cli"`): when its stdout and stderr reach the same file, pipe or terminal,
+      records which one for the training processes ([`SAME_OUTPUT_ENV`]).
+    - In a training process (`"script"`) whose stdout goes straight to that place: stdout then goes through stderr's
+      channel (the relay, which ends there too), so that both arrive in the order they were written. Anywhere else
+      (stdout and stderr split by the user, a launcher that redirects each rank to files) each keeps its own. Either
+      way stdout is written line by line (transformers prints the loss lines with `tqdm.write`, which does not flush).
     """
     environ = os.environ if environ is None else environ
     if role == "cli":
         try:
             out, err = os.fstat(1), os.fstat(2)
-            same = (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
+            same = os.path.samestat(out, err)
         except OSError:
             same = False
         if same:
-            environ[SAME_OUTPUT_ENV] = "1"
+            environ[SAME_OUTPUT_ENV] = f"{out.st_dev}:{out.st_ino}"
         else:
             environ.pop(SAME_OUTPUT_ENV, None)
         return
     with contextlib.suppress(Exception):  # a stream that is not a file descriptor (an embedding host): left alone
-        if environ.get(SAME_OUTPUT_ENV) == "1" and sys.stdout.fileno() == 1 and sys.stderr.fileno() == 2:
+        out = os.fstat(1)
+        if environ.get(SAME_OUTPUT_ENV) == f"{out.st_dev}:{out.st_ino}" and not os.path.samestat(out, os.fstat(2)):
             sys.stdout.flush()
             os.dup2(2, 1)
+    with contextlib.suppress(Exception):
         if isinstance(sys.stdout, io.TextIOWrapper) and not sys.stdout.line_buffering:
             sys.stdout.reconfigure(line_buffering=True)
 
