@@ -23,6 +23,7 @@ from trl_smol.hub import HubAccessError, check_hub_repo
 from trl_smol.models import ModelResolutionError, resolve_model_name
 from trl_smol.outcome import cause_line, is_plugin_error
 from trl_smol.run_safety import OutputDirLock
+from trl_smol.samples import SamplePromptError, load_prompts
 
 TRL = os.path.join(os.path.dirname(sys.executable), "trl")
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: connection refused at once
@@ -86,6 +87,8 @@ def test_a_missing_path_says_where_it_was_looked_for_relative_to_the_working_dir
         check_local_data_files(None, pattern)
     with pytest.raises(ModelResolutionError, match=r"`model_name_or_path: \./models/mine` does not exist \(looked"):
         resolve_model_name("./models/mine")
+    with pytest.raises(SamplePromptError, match=r"`sample_prompts: prompts/mine\.jsonl` does not exist \(looked for"):
+        load_prompts("prompts/mine.jsonl")
 
 
 # --- what counts as the plugin's own error -------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..hub import missing_path_message
 from .checks import CheckSpecError, SampleCheck, keyed, parse_checks
 
 PROMPT_FILE_SUFFIXES = (".jsonl", ".txt")
@@ -109,6 +110,9 @@ def _is_prompt_path(item: Any) -> bool:
 def _read_prompt_file(path: Path, common: list[SampleCheck]) -> list[SamplePrompt]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        where = missing_path_message("sample_prompts", str(path))
+        raise SamplePromptError(f"{where}. Fix the path, or run from the folder it is relative to.") from None
     except (OSError, UnicodeDecodeError) as error:
         raise SamplePromptError(f"Cannot read the sample prompt file {path}: {error}.") from error
     prompts = []
