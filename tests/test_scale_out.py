@@ -164,7 +164,9 @@ def zero3_and_ddp(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(f"zero3-{request.param}")
     recipe = yaml.safe_load((REPO / "recipes" / "smollm3_demo.yaml").read_text())
     recipe["datasets"][0]["data_files"] = str(REPO / recipe["datasets"][0]["data_files"])
-    recipe["sample_prompts"] = str(REPO / recipe["sample_prompts"]) if request.param == "lora" else None
+    samples = request.param == "lora"
+    recipe["sample_prompts"] = str(REPO / recipe["sample_prompts"]) if samples else None
+    recipe["sample_checks"] = recipe["sample_checks"] if samples else None  # checks need prompts
     recipe.update(
         model_name_or_path=save_tiny_smollm3(folder / "model", num_hidden_layers=4),
         # the tiny model's byte-level tokenizer makes longer rows than the demo model's
@@ -172,7 +174,7 @@ def zero3_and_ddp(request, tmp_path_factory):
         report_to="none", use_peft=request.param == "lora", sample_every_n_steps=2, sample_max_new_tokens=8,
     )  # fmt: skip
     (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    (folder / "reference.yaml").write_text(yaml.safe_dump({**recipe, "sample_prompts": None}))
+    (folder / "reference.yaml").write_text(yaml.safe_dump({**recipe, "sample_prompts": None, "sample_checks": None}))
     zero3, ddp = folder / "zero3", folder / "ddp"
     common = ("--config", str(folder / "recipe.yaml"), "--num_processes", "2")
     reference = ("--config", str(folder / "reference.yaml"), "--num_processes", "2")
