@@ -146,6 +146,42 @@ def test_smol_trainer_adds_the_callback_from_config_fields(tmp_path, tiny_model,
     ]
 
 
+def test_the_sample_callback_runs_after_the_reporters_and_before_the_users_callbacks(
+    tmp_path, tiny_model, tiny_tokenizer, chat_rows
+):
+    # After trackio's reporter, so that its run exists for the step-0 pass; before the user's EarlyStoppingCallback,
+    # which reads the `eval_samples_*` metrics the sample callback adds in `on_evaluate`.
+    from transformers import EarlyStoppingCallback
+    from transformers.integrations import TrackioCallback
+
+    from trl_smol import SmolSFTConfig, SmolSFTTrainer
+    from trl_smol.run_safety import InterruptCheckpoint
+
+    args = SmolSFTConfig(
+        output_dir=str(tmp_path / "order"),
+        bf16=False,
+        report_to="trackio",
+        sample_prompts=["Say hi."],
+        eval_strategy="steps",
+        metric_for_best_model="eval_loss",
+        load_best_model_at_end=True,
+    )
+    trainer = SmolSFTTrainer(
+        model=tiny_model,
+        args=args,
+        train_dataset=Dataset.from_list(chat_rows),
+        eval_dataset=Dataset.from_list(chat_rows[:2]),
+        processing_class=tiny_tokenizer,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=2)],
+    )
+    kinds = [type(callback) for callback in trainer.callback_handler.callbacks]
+    position = {kind: index for index, kind in enumerate(kinds)}
+    samples = kinds.index(SampleGenerationCallback)
+    assert kinds[0] is InterruptCheckpoint
+    assert any(issubclass(kind, TrackioCallback) and position[kind] < samples for kind in kinds)
+    assert samples < kinds.index(EarlyStoppingCallback)
+
+
 def test_from_args_requires_prompts():
     from trl_smol import SmolSFTConfig
 

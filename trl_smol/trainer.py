@@ -41,7 +41,6 @@ from .models import resolve_model_name
 from .outcome import run_outputs
 from .plan import RunPlan, apply_run_plan, feature_named, plan_run
 from .run_safety import InterruptCheckpoint
-from .samples import SampleGenerationCallback
 from .settings import UserSettings, default_config, explicit_settings
 from .trackers import replace_trackio_callback
 
@@ -156,7 +155,7 @@ class SmolSFTTrainer(SFTTrainer):
                 eval_dataset,
                 processing_class,
                 *positional,
-                callbacks=list(callbacks or []) + self._plugin_callbacks(args),
+                callbacks=self._plugin_callbacks(args) + list(callbacks or []),  # see order_callbacks
                 peft_config=self.run_plan.peft_config,
                 quantization_config=self.run_plan.quantization_config,
                 **kwargs,
@@ -188,13 +187,14 @@ class SmolSFTTrainer(SFTTrainer):
           rank alike, so no rank waits in a collective for another).
         - Callbacks that add values to a log event's `logs` ([`MemoryMonitorCallback`]) run next, so that the
           reporters (trackio, wandb, ...) that run after them send those values.
-        - [`SampleGenerationCallback`] runs before the user's callbacks: its `on_evaluate` adds the sample pass rates
-          (`eval_samples_pass_rate`, ...) to the metrics that `EarlyStoppingCallback` and others then read.
+        - The plugin's callbacks come after transformers' reporters (trackio's run exists before the first sample
+          pass) and before the user's (`callbacks=`): [`SampleGenerationCallback`]'s `on_evaluate` adds the sample
+          pass rates (`eval_samples_pass_rate`, ...) to the metrics that `EarlyStoppingCallback` then reads.
         - transformers' trackio reporter is replaced by [`trl_smol.trackers.TrackioUserRunCallback`], which logs into
           a trackio run the user started (`trackio.init(...)` before the trainer) instead of starting and finishing
           its own; without such a run it behaves as the stock one.
         """
-        run_first(self.callback_handler, InterruptCheckpoint, MemoryMonitorCallback, SampleGenerationCallback)
+        run_first(self.callback_handler, InterruptCheckpoint, MemoryMonitorCallback)
         replace_trackio_callback(self.callback_handler, run_id=self.run_plan.run_id)
 
     # --- training ------------------------------------------------------------------------------------------------
