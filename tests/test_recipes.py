@@ -21,6 +21,13 @@ ACCELERATE_CONFIGS = {"fsdp2.yaml": "FSDP", "zero3.yaml": "DEEPSPEED"}
 CPU = ["--bf16", "False"]
 
 
+@pytest.fixture(autouse=True)
+def cached_smoltalk2(smoltalk2_cache):
+    """The parser checks that a Hub dataset can be read before anything loads (trl_smol/hub.py): offline, SmolTalk2
+    must be in the cache, here a local stand-in."""
+    return smoltalk2_cache
+
+
 def sft_parser() -> SmolTrlParser:
     """What `trl sft` builds (trl/scripts/sft.py `make_parser`) once the plugin has swapped in its parser."""
     return SmolTrlParser((ScriptArguments, SFTConfig, ModelConfig, DatasetMixtureConfig))
