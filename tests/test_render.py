@@ -101,3 +101,43 @@ def test_cli_renders_a_recipe(tmp_path, tiny_model_dir, capsys, monkeypatch):
     assert "Today Date: 08 July 2025" in out
     assert "warning row 2: empty assistant turn: messages[2]" in out
     assert "trained" in out and "kept" in out
+
+
+def write_render_recipe(tmp_path, model_dir, rows, extra=""):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"model_name_or_path: {model_dir}\ndataset_name: {data}\noutput_dir: {tmp_path / 'out'}\n"
+        f"assistant_only_loss: true\nbf16: false\n{extra}"
+    )
+    return recipe
+
+
+def test_cli_prints_a_character_split_over_tokens_whole(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    # The tiny tokenizer is byte-level: "🟢" is four tokens, each of which alone decodes to a replacement character.
+    monkeypatch.setenv("COLUMNS", "500")
+    row = {"messages": [{"role": "user", "content": "Colour?"}, {"role": "assistant", "content": "🟢 Answer: green"}]}
+    recipe = write_render_recipe(tmp_path, tiny_model_dir, [row], "max_length: 2048\n")
+    assert main(["render", "--config", str(recipe), "-n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "🟢 Answer: green" in out and "\ufffd" not in out
+
+
+def test_cli_checks_every_row_as_training_does_cut_to_nothing_included(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "500")
+    # A long user turn puts every assistant token after max_length (the tiny byte-level tokenizer makes the template
+    # alone about 830 tokens): training stops at that row, and so does render.
+    long_row = {"messages": [{"role": "user", "content": "word " * 400}, {"role": "assistant", "content": "ok"}]}
+    short_row = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    recipe = write_render_recipe(tmp_path, tiny_model_dir, [short_row, long_row], "max_length: 1200\n")
+    assert main(["render", "--config", str(recipe), "-n", "1"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "row 2" in err[-1] and "cuts it to nothing trainable" in err[-1]
+
+    (tmp_path / "out").mkdir(exist_ok=True)
+    with open(recipe, "a") as file:
+        file.write("invalid_rows: drop\n")
+    assert main(["render", "--config", str(recipe), "-n", "1"]) == 0
+    assert "1 cut to nothing by max_length=1200, dropped by TRL (invalid_rows: drop)." in capsys.readouterr().out

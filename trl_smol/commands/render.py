@@ -184,7 +184,8 @@ def check_every_row(dataset, tokenizer, args: SmolSFTConfig, *, template_applied
     """
     from datasets import Dataset
 
-    from ..data import prepare_conversations
+    from ..data import prepare_conversations, tokenize_conversations
+    from ..data.tokenization import cut_to_nothing
 
     columns = set(dataset.column_names or [])
     if not columns & {"messages", "conversations"}:
@@ -196,19 +197,35 @@ def check_every_row(dataset, tokenizer, args: SmolSFTConfig, *, template_applied
         dataset, args=args, dataset_name="train", processing_class=tokenizer, template_defaults=defaults
     )
     dropped = len(dataset) - len(prepared)
+    # Tokenized as training does: a row that max_length cuts to nothing trainable stops here as it stops training
+    # (RowCutToNothingError), or with `invalid_rows: drop` is counted among the rows TRL drops.
+    tokenized = tokenize_conversations(prepared, tokenizer, args=args, dataset_name="train")
+    cut = 0
+    if args.assistant_only_loss and not args.packing:
+        cut = sum(
+            cut_to_nothing(labels, args.max_length, args.truncation_mode) is not None for labels in tokenized["labels"]
+        )
     line = f"Checked all {len(dataset)} rows of the train split: "
-    return line + (f"{dropped} invalid, dropped (invalid_rows: drop)." if dropped else "every row is valid.")
+    problems = [f"{dropped} invalid, dropped (invalid_rows: drop)"] if dropped else []
+    if cut:
+        problems.append(f"{cut} cut to nothing by max_length={args.max_length}, dropped by TRL (invalid_rows: drop)")
+    return line + ("; ".join(problems) + "." if problems else "every row is valid.")
 
 
 def _styled(tokenizer, rendered: RenderedExample):
     from rich.text import Text
 
-    text = Text()
-    for position, (token_id, label) in enumerate(zip(rendered.input_ids, rendered.labels, strict=True)):
-        style = "bold green" if label != -100 else "dim"
-        if rendered.is_cut(position):
-            style += " strike red"
-        text.append(tokenizer.decode([token_id]), style=style)
+    def style_at(position: int) -> str:
+        style = "bold green" if rendered.labels[position] != -100 else "dim"
+        return style + " strike red" if rendered.is_cut(position) else style
+
+    # Runs of tokens with one style are decoded together: a character split over byte-level tokens (an emoji) would
+    # print as replacement characters token by token.
+    text, start = Text(), 0
+    for position in range(1, len(rendered.input_ids) + 1):
+        if position == len(rendered.input_ids) or style_at(position) != style_at(start):
+            text.append(tokenizer.decode(rendered.input_ids[start:position]), style=style_at(start))
+            start = position
     return text
 
 
