@@ -1,10 +1,10 @@
 """Sample generation overhead: the demo recipe as shipped, with its sample settings, vs the same run without samples.
 
 Both arms run the plugin on the whole demo recipe (its `max_steps`, `sample_every_n_steps`, `sample_max_new_tokens`
-and prompt file); the second only drops `sample_prompts`. The time compared is what a user waits for `train()`:
-transformers' `train_runtime` (which covers the baseline pass at start and the passes during training) plus the
-`on_train_end` callbacks (the final pass), timed from the final metrics line to "Training completed.". Runs alternate
-when `--rounds` > 1 and medians are compared. Target: with / without - 1 <= 5%.
+and prompt file); the second only drops `sample_prompts` (and `sample_checks`, which score them). The time compared
+is what a user waits for `train()`: transformers' `train_runtime` (which covers the baseline pass at start and the
+passes during training) plus the `on_train_end` callbacks (the final pass), timed from the final metrics line to
+"Training completed.". Runs alternate when `--rounds` > 1 and medians are compared. Target: with / without - 1 <= 5%.
 
 `--rounds 0` (what `run_all.py` uses, to fit the suite in 20 minutes on 2 cores) makes one run with samples and takes
 "without" as that run minus its sample passes, as the callback times them (`samples/seconds`). On 2 idle cores the two
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.heldout:
             demo_prompts = Path(with_samples["sample_prompts"])
             with_samples["sample_prompts"] = str(heldout_file(args.heldout, demo_prompts, workdir / "heldout.jsonl"))
-        without = {key: value for key, value in with_samples.items() if key != "sample_prompts"}
+        without = {key: value for key, value in with_samples.items() if key not in ("sample_prompts", "sample_checks")}
         recipes = {
             "with samples": write_yaml({**with_samples, "output_dir": str(workdir / "with")}, workdir / "with.yaml"),
             "without samples": write_yaml({**without, "output_dir": str(workdir / "without")}, workdir / "no.yaml"),

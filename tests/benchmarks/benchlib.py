@@ -252,6 +252,8 @@ def prepared_demo_recipe(workdir: Path, **overrides: Any) -> dict[str, Any]:
             recipe.pop(key, None)
         else:
             recipe[key] = value
+    if not recipe.get("sample_prompts"):
+        recipe.pop("sample_checks", None)  # checks score sample prompts: without prompts, samples are off
     return recipe
 
 
