@@ -198,3 +198,21 @@ def test_full_fine_tuning_peaks_in_the_larger_of_two_phases():
     )  # fmt: skip
     assert small.breakdown["gradients"] == 0 and small.breakdown["logits_and_loss"] > 0
     assert any("peaks in the loss backward" in note for note in small.notes)
+
+
+def test_a_known_model_id_is_read_from_its_cached_config_when_there_is_one(tmp_path, monkeypatch):
+    # What will load is the cached copy (a stand-in in the tests, a fine-tune pushed under the id): its shape wins
+    # over the published one; without a cached copy, the published shape, without the network.
+    import json
+
+    import huggingface_hub
+
+    from trl_smol.memory.shapes import KNOWN_MODELS, model_shape
+
+    config = tmp_path / "config.json"
+    shape = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4}
+    config.write_text(json.dumps({**shape, "num_key_value_heads": 2, "vocab_size": 1000}))
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name: str(config))
+    assert model_shape("HuggingFaceTB/SmolLM3-3B-Base").hidden_size == 64
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name: None)
+    assert model_shape("HuggingFaceTB/SmolLM3-3B-Base") == KNOWN_MODELS["HuggingFaceTB/SmolLM3-3B-Base"]

@@ -140,8 +140,23 @@ def model_shape(model: Any) -> ModelShape:
         with open(path) as file:
             return ModelShape.from_config(json.load(file), name)
     if name in KNOWN_MODELS:
-        return KNOWN_MODELS[name]
+        cached = _cached_hub_config(name)  # what will load: a cached copy wins over the published shape
+        return ModelShape.from_config(cached, name) if cached is not None else KNOWN_MODELS[name]
     return ModelShape.from_config(_read_hub_config(name), name)
+
+
+def _cached_hub_config(name: str) -> dict[str, Any] | None:
+    """The config.json of hub id `name` from the local Hugging Face cache, without the network; None if absent."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        path = try_to_load_from_cache(name, "config.json")
+        if not isinstance(path, str):
+            return None
+        with open(path) as file:
+            return json.load(file)
+    except (OSError, ValueError):
+        return None
 
 
 def _read_hub_config(name: str) -> dict[str, Any]:
