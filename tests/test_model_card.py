@@ -2,35 +2,9 @@
 pass rates when the prompts carry checks. The `samples.jsonl` files are written by hand as the samples callback writes
 them; the whole card from a real run is tested in tests/test_demo.py."""
 
-import json
+from sample_rows import sample_row, write_samples
 
 from trl_smol.model_card import pass_scores, samples_section
-
-
-def sample_row(step, prompt, completion, *, checks=None, thinking=None, stopped=True):
-    row = {
-        "run": "20261205-004000-ab12",
-        "step": step,
-        "prompt": prompt,
-        "completion": completion,
-        "thinking": thinking,
-        "enable_thinking": thinking is not None,
-        "num_new_tokens": 8,
-        "stopped": stopped,
-        "seconds": 0.2,
-        "checks": checks or {},
-        "passed": None,
-    }
-    if checks:  # a float score passes from 0.5 on
-        row["passed"] = all(value >= 0.5 if not isinstance(value, bool) else value for value in checks.values())
-    return row
-
-
-def write_samples(folder, rows, tail=""):
-    folder.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows) + tail
-    (folder / "samples.jsonl").write_text(text, encoding="utf-8")
-    return folder
 
 
 def test_first_and_last_pass_side_by_side_with_pass_or_fail_and_the_pass_rates(tmp_path):
@@ -53,7 +27,7 @@ def test_first_and_last_pass_side_by_side_with_pass_or_fail_and_the_pass_rates(t
 
 
 def test_without_checks_the_answers_are_shown_unscored(tmp_path):
-    rows = [sample_row(0, "Hi?", "Hello there, how"), sample_row(30, "Hi?", "🟢 Answer: hello")]
+    rows = [sample_row(0, "Hi?", "Hello there, how", checks={}), sample_row(30, "Hi?", "🟢 Answer: hello", checks={})]
     lines = samples_section(write_samples(tmp_path, rows))
     assert "The sample prompts carry no `checks`: the answers are shown unscored." in lines
     assert "| prompt | step 0 | step 30 |" in lines
@@ -105,11 +79,11 @@ def test_pass_scores_are_the_logged_figures_of_one_pass():
         sample_row(0, "a", "x", checks={"regex": True, "similarity": 0.75}),
         sample_row(0, "b", "x", checks={"regex": False, "similarity": 0.5}, stopped=False),
         sample_row(0, "c", "x", checks={"similarity": 0.25}),
-        sample_row(0, "d", "x"),  # no checks: not scored, and not in any check's mean
+        sample_row(0, "d", "x", checks={}),  # no checks: not scored, and not in any check's mean
     ]
     scores = pass_scores(rows)
     assert (scores.samples, scores.scored, scores.passed) == (4, 3, 1)
     assert scores.pass_rate == 1 / 3
     assert scores.checks == {"regex": 0.5, "similarity": 0.5}
     assert scores.stopped == 0.75 and scores.mean_new_tokens == 8
-    assert pass_scores([sample_row(0, "d", "x")]).pass_rate is None
+    assert pass_scores([sample_row(0, "d", "x", checks={})]).pass_rate is None

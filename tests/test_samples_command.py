@@ -7,33 +7,10 @@ The files here are written by hand as the samples callback writes them: one row 
 import json
 
 import pytest
+from sample_rows import sample_row
+from sample_rows import write_samples as write_run
 
 from trl_smol import commands as cli
-
-
-def sample_row(step, prompt, completion="🟢 Answer: 12", *, checks=None, stopped=True, tokens=6):
-    row = {
-        "run": "20261205-004000-ab12",
-        "step": step,
-        "prompt": prompt,
-        "completion": completion,
-        "thinking": None,
-        "enable_thinking": False,
-        "num_new_tokens": tokens,
-        "stopped": stopped,
-        "seconds": 0.2,
-    }
-    if checks is not None:  # rows of a run with checks; a float passes from 0.5 on
-        row["checks"] = checks
-        row["passed"] = all(value >= 0.5 if not isinstance(value, bool) else value for value in checks.values())
-    return row
-
-
-def write_run(folder, rows, tail=""):
-    folder.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows) + tail
-    (folder / "samples.jsonl").write_text(text, encoding="utf-8")
-    return folder
 
 
 def checked_run(folder, passes=(0, 10, 20)):

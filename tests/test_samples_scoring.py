@@ -3,7 +3,6 @@ and pass rates in evaluations so that `metric_for_best_model: eval_samples_pass_
 recipe's pass rate rising through the stock `trl sft`, read back from trackio, is tested on the demo's own run
 (tests/test_demo.py), and the pass rates under two processes in tests/test_samples.py."""
 
-import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +11,8 @@ import pytest
 import torch
 from datasets import Dataset
 from safetensors.torch import load_file
-from transformers import Trainer, TrainingArguments
+from test_samples import lm_dataset, plain_args, read_samples
+from transformers import Trainer
 
 from trl_smol.samples import SampleGenerationCallback, SamplePromptError
 
@@ -20,31 +20,6 @@ NO_THINK = {"enable_thinking": False}  # the think-mode system prompt alone exce
 ALWAYS = {"name": "regex", "pattern": "^"}  # matches any answer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
-
-
-def read_samples(output_dir) -> list[dict]:
-    return [json.loads(line) for line in (Path(output_dir) / "samples.jsonl").read_text().splitlines()]
-
-
-def lm_dataset(tokenizer, n: int = 8) -> Dataset:
-    ids = [tokenizer(f"What is {i}+{i}? It is {2 * i}.")["input_ids"][:8] for i in range(n)]
-    ids = [row + [tokenizer.pad_token_id] * (8 - len(row)) for row in ids]
-    return Dataset.from_dict({"input_ids": ids, "labels": ids})
-
-
-def plain_args(tmp_path, **overrides) -> TrainingArguments:
-    values = dict(
-        output_dir=str(tmp_path / "out"),
-        max_steps=4,
-        per_device_train_batch_size=2,
-        learning_rate=1e-3,
-        report_to="none",
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-    )
-    values.update(overrides)
-    return TrainingArguments(**values)
 
 
 def test_rows_carry_results_the_console_marks_each_sample_and_trackio_plots_pass_rates(
