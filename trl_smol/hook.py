@@ -25,7 +25,7 @@ import os
 import sys
 
 from .launch import ACTIVE_ENV, FAILURE_FILE_ENV, current_role, is_disabled, report_failure, training_exit_status
-from .preemption import STOP_SIGNALS, STOPPED_PREFIX, hold_for_training_processes, release_held_signals
+from .preemption import STOP_SIGNALS, STOPPED_PREFIX, exit_status, hold_for_training_processes, release_held_signals
 
 
 def bootstrap() -> None:
@@ -161,7 +161,7 @@ def _stop_cli_process(number, frame) -> None:
 
     if number == signal.SIGINT:
         raise KeyboardInterrupt
-    raise SystemExit(128 + number)
+    raise SystemExit(exit_status(number))
 
 
 def _cause_last_excepthook(original, path: str):
