@@ -4,6 +4,7 @@
 sample_prompts: [What is 2+2?, Name a colour.]   # or a .jsonl / .txt file
 sample_every_n_steps: 50
 sample_checks: [stops]                           # scored on every prompt, with each prompt's own `checks`
+sample_budget: 0.05                              # passes before the last step: at most 5% of training time
 ```
 
 The callback itself ([`trl_smol.samples.SampleGenerationCallback`]) works in any `transformers.Trainer`; this module
@@ -48,6 +49,11 @@ class SampleArguments:
         Checks scored on every sample prompt, after the prompt's own `checks`: names (`stops`, `think`) or objects
         (`{name: regex, pattern: "^Answer: "}`). Pass rates go to the trackers as `samples/pass_rate` and
         `samples/<check>`, and into evaluations as `eval_samples_pass_rate`, usable as `metric_for_best_model`.
+    sample_budget (`float`, *optional*):
+        Largest share of training time (e.g. `0.05`) the sample passes before the last step may take. Each then
+        generates the leading batches of `sample_prompts` (`per_device_eval_batch_size` per process) that fit, the
+        same prompts every pass, and is skipped when not one batch fits; the pass after the last step generates every
+        prompt. For a held-out set of hundreds of prompts. `None`: every prompt at every pass.
     """
 
     # Typed list[str] so the command line accepts `--sample_prompts a b` or a file; YAML and Python may give dicts.
@@ -76,6 +82,14 @@ class SampleArguments:
             "{name: regex, pattern: ...}); pass rates are logged as samples/pass_rate and eval_samples_pass_rate."
         },
     )
+    sample_budget: float | None = field(
+        default=None,
+        metadata={
+            "help": "Largest share of training time (e.g. 0.05) the sample passes before the last step may take: "
+            "each generates the leading batches of the prompts that fit, and the final pass every prompt. Unset: "
+            "every prompt at every pass."
+        },
+    )
 
 
 class Samples(Feature):
@@ -86,10 +100,13 @@ class Samples(Feature):
         "sample_temperature": number(above=0),
         "sample_top_p": number(above=0, at_most=1),
         "sample_seed": whole_number(0),
+        "sample_budget": number(above=0, below=1, null="null (every prompt at every pass)"),
     }
 
     def check_arguments(self, args: Any) -> None:
         super().check_arguments(args)
+        if args.sample_budget is not None and not args.sample_prompts:
+            raise ValueError("sample_budget bounds the sample passes: set `sample_prompts` too, or remove it.")
         if args.sample_checks and not args.sample_prompts:
             raise ValueError("sample_checks are scored on sample prompts: set `sample_prompts` too, or remove them.")
         if hasattr(args.sample_prompts, "column_names"):  # the arguments are written as JSON (trackers, card)

@@ -76,8 +76,8 @@ def whole_number(minimum: int, *, null: str | None = None, note: str = "") -> Ru
 
 
 def number(*, above: float | None = None, at_least: float | None = None, below: float | None = None,
-           at_most: float | None = None) -> Rule:  # fmt: skip
-    """A finite number within the bounds given."""
+           at_most: float | None = None, null: str | None = None) -> Rule:  # fmt: skip
+    """A finite number within the bounds given; `null`: what None means, when it is accepted."""
     bounds = [
         f"> {above:g}" if above is not None else "",
         f">= {at_least:g}" if at_least is not None else "",
@@ -86,6 +86,8 @@ def number(*, above: float | None = None, at_least: float | None = None, below: 
     ]
 
     def test(value: Any) -> bool:
+        if value is None:
+            return null is not None
         return (
             _is_number(value)
             and (above is None or value > above)
@@ -94,7 +96,11 @@ def number(*, above: float | None = None, at_least: float | None = None, below: 
             and (at_most is None or value <= at_most)
         )
 
-    return Rule("a number " + " and ".join(bound for bound in bounds if bound), test, float)
+    def parse(text: str) -> float | None:
+        return None if null and text.strip().lower() in ("null", "none") else float(text)
+
+    accepted = "a number " + " and ".join(bound for bound in bounds if bound) + (f", or {null}" if null else "")
+    return Rule(accepted, test, parse)
 
 
 def one_of(choices: Iterable[str], what: str = "") -> Rule:

@@ -45,6 +45,7 @@ from transformers.utils import logging
 from ..console import step as console_step
 from ..launch import new_run_id
 from ..preemption import stop_signal
+from .budget import SampleBudget
 from .checks import summarize
 from .generation import SampleGenerator
 from .outputs import SampleOutputs
@@ -85,6 +86,11 @@ class SampleGenerationCallback(TrainerCallback):
         checks (`list`, *optional*):
             Checks for every prompt, after each prompt's own `checks`: names (`"stops"`, `"think"`) or objects
             (`{"name": "regex", "pattern": "^Answer: "}`); see [`trl_smol.samples.checks`].
+        budget (`float`, *optional*):
+            Largest share of training time (e.g. `0.05`) the passes before the last step may take: they generate the
+            leading batches of the prompts that fit, the same ones each pass, and skip a pass when not one batch
+            fits; the pass after the last step generates every prompt. `None`: every prompt at every pass. See
+            [`trl_smol.samples.budget`].
         model ([`~transformers.PreTrainedModel`], *optional*) and tokenizer (*optional*):
             Used instead of the ones the trainer passes to callbacks.
 
@@ -107,6 +113,7 @@ class SampleGenerationCallback(TrainerCallback):
         batch_size: int = 8,
         chat_template_kwargs: dict[str, Any] | None = None,
         checks: Sequence[Any] | None = None,
+        budget: float | None = None,
         model: torch.nn.Module | None = None,
         tokenizer: Any = None,
     ):
@@ -126,6 +133,11 @@ class SampleGenerationCallback(TrainerCallback):
             chat_template_kwargs=dict(chat_template_kwargs or {}),
         )
         self.every_n_steps = every_n_steps
+        self.budget_share = budget
+        if budget is not None:
+            SampleBudget(budget, 1, 1)  # a share outside (0, 1) fails here, before training
+        # Made when training begins, when the number of processes is known.
+        self.budget: SampleBudget | None = None
         self.at_start = at_start
         self.at_end = at_end
         self.model = model
@@ -173,6 +185,7 @@ class SampleGenerationCallback(TrainerCallback):
             batch_size=args.per_device_eval_batch_size,
             chat_template_kwargs=chat_template_kwargs or getattr(args, "chat_template_kwargs", None),
             checks=getattr(args, "sample_checks", None),
+            budget=getattr(args, "sample_budget", None),
         ).check_selection(args)
 
     def check_selection(self, args: Any) -> SampleGenerationCallback:
@@ -192,9 +205,12 @@ class SampleGenerationCallback(TrainerCallback):
             raise SamplePromptError(f"metric_for_best_model={metric} is not a sample metric of this run: {given}.")
         return self
 
-    def generate(self, model: torch.nn.Module, tokenizer: Any, step: int = 0, gradient_checkpointing_kwargs=None):
-        """One pass over all prompts (see [`SampleGenerator.generate`]); every process must call it."""
-        return self.generator.generate(model, tokenizer, step, gradient_checkpointing_kwargs)
+    def generate(
+        self, model: torch.nn.Module, tokenizer: Any, step: int = 0, gradient_checkpointing_kwargs=None, count=None
+    ):
+        """One pass over all prompts, or the first `count` (see [`SampleGenerator.generate`]); every process must call
+        it."""
+        return self.generator.generate(model, tokenizer, step, gradient_checkpointing_kwargs, count=count)
 
     # --- TrainerCallback events -----------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
@@ -209,6 +225,12 @@ class SampleGenerationCallback(TrainerCallback):
             self.generator.max_prompt_tokens(model)  # a token budget larger than the context fails here
         self.run_id = self.run_id or new_run_id()
         self.outputs = SampleOutputs(args.output_dir)
+        if self.budget_share is not None and self.budget is None:
+            from accelerate import PartialState
+
+            batch = self.generator.batch_size * PartialState().num_processes
+            self.budget = SampleBudget(self.budget_share, len(self.generator.prompts), batch)
+            self.budget.begin(state.global_step)
         self._done_steps |= self.outputs.load_written_steps(state)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -221,7 +243,17 @@ class SampleGenerationCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         # Training stopped before max_steps (e.g. early stopping): the final pass has not run yet.
         if self.at_end and state.global_step not in self._done_steps:
-            self._maybe_generate(args, state, **kwargs)
+            self._maybe_generate(args, state, final=True, **kwargs)
+
+    def _plan(self, state, final: bool, evaluation: bool) -> tuple[int, str]:
+        """How many of the prompts this pass generates, and why (empty without a budget)."""
+        total = len(self.generator.prompts)
+        if self.budget is None:
+            return total, ""
+        if final:
+            return total, f"the final pass, outside sample_budget {self.budget.share:.0%}"
+        plan = self.budget.plan(state.global_step, state.max_steps, self.every_n_steps, evaluation=evaluation)
+        return _from_main_process((plan.count, plan.reason))  # wall clocks differ: every rank follows the main one
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         """Add this step's pass rates to the evaluation's metrics (`eval_samples_pass_rate`, `eval_samples_<check>`),
@@ -234,7 +266,7 @@ class SampleGenerationCallback(TrainerCallback):
         if self.outputs is None:  # `trainer.evaluate()` without training
             self._open(args, state, **kwargs)
         if step not in self._done_steps:
-            self._maybe_generate(args, state, **kwargs)
+            self._maybe_generate(args, state, evaluation=True, **kwargs)
         scores = self.scores.get(step)
         if scores is None and step in self._done_steps:  # written before a resume: its rows are in the history
             scores = summarize([row for row in self.outputs.history if row.get("step") == step]) or None
@@ -246,10 +278,16 @@ class SampleGenerationCallback(TrainerCallback):
             scores = {key: math.nan for key in ["pass_rate", *keys]}
         metrics.update({f"eval_samples_{key}": value for key, value in scores.items()})
 
-    def _maybe_generate(self, args, state, **kwargs) -> None:
+    def _maybe_generate(self, args, state, final: bool = False, evaluation: bool = False, **kwargs) -> None:
         step = state.global_step
         if step in self._done_steps or stop_signal() is not None:
             return  # after a stop signal the grace period is for the checkpoint (trl_smol.preemption)
+        final = final or (state.max_steps > 0 and step >= state.max_steps)
+        count, reason = self._plan(state, final, evaluation)
+        if count == 0:  # an evaluation at this step may still ask for a pass
+            if state.is_world_process_zero:
+                console_step(f"Samples at step {step}: skipped, {reason}")
+            return
         self._done_steps.add(step)
         model = self.model or kwargs.get("model")
         tokenizer = self.tokenizer or kwargs.get("processing_class")
@@ -260,11 +298,23 @@ class SampleGenerationCallback(TrainerCallback):
                 "give `model=` and `tokenizer=` to the callback."
             )
         if state.is_world_process_zero:
+            total = len(self.generator.prompts)
+            which = f"{count} of {total} prompts" if count < total else f"{total} prompts"
+            which += f" ({reason})" if reason else ""
             console_step(
-                f"Samples at step {step}: generating answers to {len(self.generator.prompts)} prompts "
-                f"(up to {self.generator.max_new_tokens} new tokens each)"
+                f"Samples at step {step}: generating answers to {which}, up to {self.generator.max_new_tokens} new "
+                "tokens each"
             )
-        rows, seconds = self.generate(model, tokenizer, step, args.gradient_checkpointing_kwargs)
+        rows, seconds = self.generate(model, tokenizer, step, args.gradient_checkpointing_kwargs, count=count)
+        if self.budget is not None:
+            self.budget.spent(seconds, count, budgeted=not final)
+            if final and state.is_world_process_zero:
+                used = self.budget.used()
+                if used is not None:
+                    console_step(
+                        f"Samples before the last step took {used:.1%} of the training time "
+                        f"(sample_budget {self.budget.share:.0%}); this final pass {seconds:.1f}s"
+                    )
         scores = summarize(rows) or None  # rows only on the main process
         if self.generator.check_keys:
             scores = _from_main_process(scores)  # every rank selects the same best checkpoint

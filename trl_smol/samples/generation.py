@@ -97,10 +97,16 @@ class SampleGenerator:
         return list(dict.fromkeys(key for prompt in self.prompts for key in prompt.checks))
 
     def generate(
-        self, model: torch.nn.Module, tokenizer: Any, step: int = 0, gradient_checkpointing_kwargs: dict | None = None
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        step: int = 0,
+        gradient_checkpointing_kwargs: dict | None = None,
+        count: int | None = None,
     ) -> tuple[list[dict[str, Any]], float]:
-        """Run one generation pass over all prompts; return the rows (on the main process, `[]` elsewhere) and the
-        pass's wall time. Every process must call it: prompts are split between processes and the rows gathered.
+        """Run one generation pass over all prompts, or the first `count`; return the rows (on the main process, `[]`
+        elsewhere) and the pass's wall time. Every process must call it: prompts are split between processes and the
+        rows gathered.
 
         Each row carries its check results (`checks`, `passed`: see [`trl_smol.samples.checks.score`]), scored on
         the process that generated it. A generation error (e.g. out of memory) is logged with the step and gives no
@@ -111,7 +117,7 @@ class SampleGenerator:
 
         process = PartialState()
         start = time.perf_counter()
-        indexed = list(enumerate(self.prompts))
+        indexed = list(enumerate(self.prompts))[:count]
         # Padding keeps every process in the same number of generate calls, which sharded models (FSDP/ZeRO-3) need.
         with process.split_between_processes(indexed, apply_padding=True) as local:
             rows: list[dict[str, Any]] = []
