@@ -140,6 +140,16 @@ def test_budget_arithmetic():
     budget.spent(30.0, 40, budgeted=False)  # the final pass: not budgeted, but not training time either
     assert budget.budgeted_seconds == 6.0 and budget.sample_seconds == 36.0
     assert budget.used(now=236.0) == pytest.approx(6.0 / 200.0)
+    assert budget.summary(30.0, now=236.0) == (
+        "Samples before the last step took 3.0% of the training time (sample_budget 5%); the final pass 30.0s"
+    )
+    short = SampleBudget(0.05, total=40, batch=4)  # a run too short for even the batch that times a batch
+    short.begin(0, now=0.0)
+    short.spent(3.0, 4, budgeted=True)
+    assert short.summary(9.0, now=23.0).endswith(
+        "took 15.0% of the training time (sample_budget 5%); the final pass 9.0s. Over the budget: the first pass's "
+        "one batch, which times a batch, took 3.0s"
+    )
     resumed = SampleBudget(0.05, total=40, batch=4, batch_seconds=1.0)
     resumed.begin(step=10, now=0.0)  # a resumed run projects from its own steps
     # 5 steps in 50 s project 100 s for the 10 steps of this run: 5 s for the one pass left, 5 batches.

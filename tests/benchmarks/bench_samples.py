@@ -17,20 +17,21 @@ prompts: one pass with `fast_lora` (adapters that add zero skipped, the others m
 rounds of rotating order, at step 0 (every `lora_B` zero) and with non-zero adapters (`lora_B` random, as after
 training); the texts must be the same as plain.
 
-`--heldout N` measures the sample budget with a held-out prompt set instead of the demo's four prompts (benchmark
+`--heldout N` measures `sample_budget` with a held-out prompt set instead of the demo's four prompts (benchmark
 `sample_budget`): N demo questions that are not in the training rows (`trl_smol.demo.data.heldout_prompts`, half in
-think mode), each with the checks the demo's own prompt of its mode carries (and the recipe's `sample_checks`),
-generated in batches of `per_device_eval_batch_size` (8 unless `--batch-size`) at the recipe's `max_steps`,
-`sample_every_n_steps` and `sample_max_new_tokens`, measured as above (target: <= 5% of training time).
-`--end-heldout M` adds one run that samples a larger set of M (its first N are the same questions) at the end of
-training only (`sample_at_start: false`, `sample_every_n_steps: 0`): its pass as a share of that run's training time,
-without a target, since it is outside the in-training budget. `details.pass_rates` holds, per run and step, the pass
-rate, each check, the stopped share and the mean new tokens read back from `samples.jsonl`.
+think mode), each with the checks the demo's own prompt of its mode carries (and the recipe's `sample_checks`), in
+batches of `per_device_eval_batch_size` (8 unless `--batch-size`), at the recipe's `max_steps` and
+`sample_max_new_tokens`, with `sample_budget` `--budget` (0.05) and a pass every `--every` steps (10, so that passes
+fall between the first and the last step). One run: the passes before the last step (the start pass and the periodic
+ones, each the leading batches that fit) as a share of the training time without any pass (target: <= the budget),
+and the final pass of every prompt, outside the budget, as a share too (no target). `details.pass_rates` holds, per
+step, the prompts generated, the pass rate, each check, the stopped share and the mean new tokens read back from
+`samples.jsonl`.
 
 ```bash
 HF_HUB_OFFLINE=1 python tests/benchmarks/bench_samples.py --out samples.json
 HF_HUB_OFFLINE=1 python tests/benchmarks/bench_samples.py --passes 3 --out sample_passes.json
-HF_HUB_OFFLINE=1 python tests/benchmarks/bench_samples.py --rounds 0 --heldout 256 --end-heldout 512 --out budget.json
+HF_HUB_OFFLINE=1 python tests/benchmarks/bench_samples.py --rounds 0 --heldout 256 --out budget.json
 ```
 """
 
@@ -77,12 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="Sample N held-out demo questions (with the demo prompts' checks) instead of the recipe's prompts.",
     )
-    parser.add_argument(
-        "--end-heldout",
-        type=int,
-        default=0,
-        help="With --heldout: one more run that samples M held-out questions at the end of training only.",
-    )
+    parser.add_argument("--budget", type=float, default=0.05, help="With --heldout: the run's sample_budget.")
+    parser.add_argument("--every", type=int, default=10, help="With --heldout: the run's sample_every_n_steps.")
     parser.add_argument("--max-new-tokens", type=int, help="Override the recipe's sample_max_new_tokens.")
     parser.add_argument(
         "--batch-size", type=int, help="Prompts per generate call (per_device_eval_batch_size; default 8)."
@@ -93,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         figures, details = compare_passes(args.passes)
         write_result(args.out, "sample_passes", figures, details, started)
         return 0
-    if args.end_heldout and not args.heldout:
-        parser.error("--end-heldout needs --heldout")
+    if args.heldout and args.rounds:
+        parser.error("--heldout measures one run with its sample passes timed: use --rounds 0")
     shipped = load_recipe()
 
     with tempfile.TemporaryDirectory(prefix="bench-samples-") as scratch:
@@ -112,27 +109,28 @@ def main(argv: list[str] | None = None) -> int:
         if args.heldout:
             demo_prompts = Path(with_samples["sample_prompts"])
             with_samples["sample_prompts"] = str(heldout_file(args.heldout, demo_prompts, workdir / "heldout.jsonl"))
+            with_samples.update(sample_budget=args.budget, sample_every_n_steps=args.every)
         without = {key: value for key, value in with_samples.items() if key not in ("sample_prompts", "sample_checks")}
         recipes = {
             "with samples": write_yaml({**with_samples, "output_dir": str(workdir / "with")}, workdir / "with.yaml"),
             "without samples": write_yaml({**without, "output_dir": str(workdir / "without")}, workdir / "no.yaml"),
         }
-        if args.end_heldout:  # the larger set, at the end of training only
-            end_prompts = heldout_file(args.end_heldout, demo_prompts, workdir / "heldout_end.jsonl")
-            end_only = {**with_samples, "sample_prompts": str(end_prompts), "sample_at_start": False}
-            end_only["sample_every_n_steps"] = 0
-            recipes[END_ARM] = write_yaml({**end_only, "output_dir": str(workdir / "end")}, workdir / "end.yaml")
         runs = {arm: [] for arm in recipes}
         rates: dict[str, list] = {arm: [] for arm in recipes}  # per run: pass rates by step, from samples.jsonl
         order = interleaved(args.rounds, ("without samples", "with samples")) if args.rounds else ["with samples"]
-        order += [END_ARM] if args.end_heldout else []
         for index, arm in enumerate(order):
             label = f"{arm} #{index // 2 + 1}"
             runs[arm].append(run_trl_sft(recipes[arm], plugin=True, label=label, cwd=workdir))
             rates[arm].append(pass_rates(workdir / "runs" / run_folder(label) / "samples.jsonl"))
         require_success([run for arm_runs in runs.values() for run in arm_runs])
-    if not all(run.sample_passes for arm in recipes if arm != "without samples" for run in runs[arm]):
+    if not all(run.sample_passes for run in runs["with samples"]):
         raise SystemExit("A run with samples had no timed pass: did the samples table title change (benchlib)?")
+    steps = with_samples.get("max_steps") or shipped.get("max_steps")
+    if args.heldout:
+        run, run_rates = runs["with samples"][0], rates["with samples"][0]
+        figures, details = budget_figures(run, run_rates, with_samples, steps, args.heldout)
+        write_result(args.out, "sample_budget", figures, details, started)
+        return 0
 
     with_seconds = median([run.train_seconds for run in runs["with samples"]])
     reported = median([sum(seconds for _, seconds in run.sample_passes) for run in runs["with samples"]])
@@ -142,20 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         without_seconds = with_seconds - reported
         how = "one run; without = that run minus its sample passes (callback clock)"
-    steps = with_samples.get("max_steps") or shipped.get("max_steps")
     settings = (
         f"{steps} steps, every {with_samples.get('sample_every_n_steps')} steps, "
         f"{with_samples.get('sample_max_new_tokens')} new tokens"
     )
-    if args.heldout:
-        batch = with_samples.get("per_device_eval_batch_size", 8)
-        checks = heldout_checks(rates)
-        settings = f"{args.heldout} held-out prompts in batches of {batch}, {settings}; checks: {checks}"
     figures = [
         figure(
-            f"held-out set of {args.heldout}: train time with / without samples - 1"
-            if args.heldout
-            else "train time with / without samples - 1",
+            "train time with / without samples - 1",
             with_seconds / without_seconds - 1,
             TARGET,
             note=f"{settings}; {how}",
@@ -178,13 +169,49 @@ def main(argv: list[str] | None = None) -> int:
         "pass_rates": {arm: arm_rates for arm, arm_rates in rates.items() if arm_rates},
         "runs": {arm: [run.summary() for run in arm_runs] for arm, arm_runs in runs.items()},
     }
-    if args.end_heldout:
-        figures.append(end_figure(runs[END_ARM][0], args.end_heldout))
-    write_result(args.out, "sample_budget" if args.heldout else "samples", figures, details, started)
+    write_result(args.out, "samples", figures, details, started)
     return 0
 
 
-END_ARM = "end of training only"
+def budget_figures(run, rates: dict[int, dict], recipe: dict, steps: int, count: int) -> tuple[list[dict], dict]:
+    """The held-out run's figures: the passes before the last step (what `sample_budget` bounds) and the final pass,
+    each as a share of the training time without any pass (the callback's clock: `samples/seconds`)."""
+    passes = dict(run.sample_passes)
+    training = run.train_seconds - sum(passes.values())
+    budgeted = sum(seconds for step, seconds in passes.items() if step < steps)
+    final = passes.get(steps)
+    prompts = {step: rates[step]["samples"] for step in sorted(rates)}
+    batch = recipe.get("per_device_eval_batch_size", 8)
+    settings = (
+        f"{count} held-out prompts in batches of {batch}, {steps} steps, a pass every "
+        f"{recipe['sample_every_n_steps']} steps, {recipe['sample_max_new_tokens']} new tokens, sample_budget "
+        f"{recipe['sample_budget']}; checks: {heldout_checks({'with samples': [rates]})}"
+    )
+    generated = ", ".join(f"step {step}: {count}" for step, count in prompts.items())
+    figures = [
+        figure(
+            "passes before the last step / training time (sample_budget)",
+            budgeted / training,
+            f"<= {recipe['sample_budget']}",
+            note=f"{settings}; prompts generated per pass: {generated}; one run, passes timed by the callback",
+        ),
+        figure(
+            "final pass of every held-out prompt / training time",
+            (final or 0.0) / training,
+            None,
+            note=f"outside the budget: {prompts.get(steps, 0)} prompts at step {steps}",
+        ),
+    ]
+    details = {
+        "settings": settings,
+        "passes": run.sample_passes,
+        "training_seconds": training,
+        "budgeted_seconds": budgeted,
+        "final_seconds": final,
+        "pass_rates": rates,
+        "runs": {"with samples": [run.summary()]},
+    }
+    return figures, details
 
 
 def heldout_file(count: int, demo_prompts: Path, path: Path) -> Path:
@@ -234,18 +261,6 @@ def heldout_checks(rates: dict[str, list]) -> str:
     """The checks the held-out samples were scored with, as the rows of the run with samples name them."""
     names = {name for run in rates["with samples"] for step in run.values() for name in step["checks"]}
     return ", ".join(sorted(names)) or "none"
-
-
-def end_figure(run, count: int) -> dict:
-    """The end-of-training pass of the larger set, as a share of that run's training time without it."""
-    step, seconds = run.sample_passes[-1]
-    batch_note = f"{count} held-out prompts at step {step} only (sample_at_start false, sample_every_n_steps 0)"
-    return figure(
-        f"held-out set of {count} at the end only: pass / train time without",
-        seconds / (run.train_seconds - seconds),
-        None,
-        note=f"{batch_note}; outside the in-training budget; one run, minus its pass (callback clock)",
-    )
 
 
 ARMS = {  # SampleGenerator settings of each arm of `--passes`

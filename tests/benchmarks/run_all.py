@@ -45,11 +45,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         ["--rounds", "1", "--max-steps", "2", "--step-rounds", "1"],
     ),
     "samples": ("bench_samples.py", ["--rounds", "0"], ["--rounds", "0", "--max-steps", "4"]),
-    # held-out prompts with their checks: the sample budget in training, and a larger set at the end only
+    # held-out prompts with their checks: sample_budget bounds the passes in training, the final pass takes them all
     "sample_budget": (
         "bench_samples.py",
-        ["--rounds", "0", "--heldout", "256", "--end-heldout", "512"],
-        ["--rounds", "0", "--heldout", "8", "--end-heldout", "16", "--max-steps", "1", "--max-new-tokens", "8"],
+        ["--rounds", "0", "--heldout", "256"],
+        ["--rounds", "0", "--heldout", "16", "--max-steps", "2", "--every", "1", "--max-new-tokens", "8"],
     ),
     "data": ("bench_data.py", ["--rows", "100000"], ["--rows", "2000"]),
     "presets": ("bench_presets.py", ["--max-steps", "4", "--rounds", "2"], ["--max-steps", "2"]),

@@ -51,6 +51,7 @@ class SampleBudget:
     sample_seconds: float = 0.0  # every pass of this run so far: not training time
     budgeted_seconds: float = 0.0  # the passes before the last step: what the share bounds
     batch_seconds: float | None = None
+    timing_seconds: float | None = None  # the pass that timed a batch
     most_batches: int | None = None
 
     def __post_init__(self) -> None:
@@ -103,12 +104,28 @@ class SampleBudget:
         if budgeted:
             self.budgeted_seconds += seconds
         if count:
+            if self.batch_seconds is None and budgeted:
+                self.timing_seconds = seconds
             self.batch_seconds = seconds / math.ceil(count / self.batch)
 
     def used(self, now: float | None = None) -> float | None:
         """The share of training time the budgeted passes took so far."""
         training = self.training_seconds(now)
         return self.budgeted_seconds / training if training > 0 else None
+
+    def summary(self, final_seconds: float, now: float | None = None) -> str:
+        """The line after the final pass: the share the passes before it took, and why when over the budget."""
+        used = self.used(now)
+        line = (
+            f"Samples before the last step took {used:.1%} of the training time (sample_budget {self.share:.0%}); "
+            f"the final pass {final_seconds:.1f}s"
+            if used is not None
+            else f"Samples: the final pass {final_seconds:.1f}s"
+        )
+        if used is not None and used > self.share and self.timing_seconds is not None:
+            timing = f"{self.timing_seconds:.1f}s"
+            line += f". Over the budget: the first pass's one batch, which times a batch, took {timing}"
+        return line
 
     def _count(self, batches: int) -> int:
         return min(batches * self.batch, self.total)

@@ -309,12 +309,7 @@ class SampleGenerationCallback(TrainerCallback):
         if self.budget is not None:
             self.budget.spent(seconds, count, budgeted=not final)
             if final and state.is_world_process_zero:
-                used = self.budget.used()
-                if used is not None:
-                    console_step(
-                        f"Samples before the last step took {used:.1%} of the training time "
-                        f"(sample_budget {self.budget.share:.0%}); this final pass {seconds:.1f}s"
-                    )
+                console_step(self.budget.summary(seconds))
         scores = summarize(rows) or None  # rows only on the main process
         if self.generator.check_keys:
             scores = _from_main_process(scores)  # every rank selects the same best checkpoint
