@@ -2,6 +2,11 @@
 batches of the prompts that fit, and the pass after the last step generates every prompt. The clock is scripted (a
 step takes 10 s, a generate call 1 s), so the test reads as the arithmetic it checks."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from test_samples import lm_dataset, plain_args, read_samples
 from transformers import Trainer, TrainerCallback
@@ -179,3 +184,17 @@ def test_without_a_budget_every_pass_generates_every_prompt(tmp_path, tiny_model
         10: 6,
     }
     assert samples.budget is None
+
+
+@pytest.mark.slow
+def test_two_processes_follow_the_main_process_plan_and_write_each_prompt_once(tmp_path, tiny_model_dir):
+    script = Path(__file__).with_name("samples_ddp_script.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)]
+    arguments = [tiny_model_dir, str(tmp_path / "ddp"), "budget"]
+    result = subprocess.run([*command, *arguments], env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # A batch is a prompt on each of the two ranks. Step 0: one batch (1 s). Step 2: 20 s of training project 40 s,
+    # 10% is 4 s, 3 s left for the one pass before the last step: 3 batches. Step 4: every prompt, each once.
+    questions = [f"Question {i}?" for i in range(10)]
+    assert prompts_by_step(tmp_path / "ddp") == {0: questions[:2], 2: questions[:6], 4: questions}
