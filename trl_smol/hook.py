@@ -109,23 +109,14 @@ def _recording_excepthook(original):
     process prints the block. Any other error is printed as Python does."""
 
     def excepthook(kind, error, traceback):
-        from .outcome import (
-            cause_line,
-            is_plugin_error,
-            print_failure,
-            save_traceback,
-            traceback_note,
-            traceback_requested,
-        )
+        from .outcome import cause_line, handle_plugin_error
 
         report_failure(cause_line(error))
-        if not is_plugin_error(error, traceback) or traceback_requested():
-            original(kind, error, traceback)
-            return
         failure_file = os.environ.get(FAILURE_FILE_ENV)
-        path = save_traceback(error, traceback, _traceback_path(failure_file) if failure_file else None)
-        if not failure_file:
-            print_failure(f"trl sft: the run stopped; {traceback_note(path)}. The cause:", cause_line(error))
+        headline = None if failure_file else "trl sft: the run stopped; {note}. The cause:"  # else the CLI prints it
+        path = _traceback_path(failure_file) if failure_file else None
+        if not handle_plugin_error(error, traceback, headline, path):
+            original(kind, error, traceback)
 
     return excepthook
 
@@ -169,26 +160,16 @@ def _cause_last_excepthook(original, path: str):
     training process printed no traceback for a plugin error); a plugin error of this process likewise."""
 
     def excepthook(kind, error, traceback):
-        from .outcome import (
-            cause_line,
-            is_plugin_error,
-            print_failure,
-            save_traceback,
-            traceback_note,
-            traceback_requested,
-        )
+        from .outcome import handle_plugin_error, print_failure, traceback_note
 
         try:
             with open(path, encoding="utf-8") as file:
                 cause = file.read().strip()
         except OSError:
             cause = ""
-        if kind.__name__ not in ("CalledProcessError", "ChildFailedError"):
-            if not is_plugin_error(error, traceback) or traceback_requested():
+        if kind.__name__ not in ("CalledProcessError", "ChildFailedError"):  # before launching: a recipe error
+            if not handle_plugin_error(error, traceback, "trl sft: stopped before training; {note}. The cause:"):
                 original(kind, error, traceback)
-                return
-            note = traceback_note(save_traceback(error, traceback))  # before launching: a recipe or launcher error
-            print_failure(f"trl sft: stopped before training; {note}. The cause:", cause_line(error))
             return  # the interpreter exits with status 1, as after any uncaught error
         if not cause:
             original(kind, error, traceback)

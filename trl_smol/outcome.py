@@ -79,6 +79,18 @@ def print_failure(headline: str, cause: str, *, file: Any = None) -> None:
         file.flush()
 
 
+def handle_plugin_error(error: BaseException, traceback: Any, headline: str | None, path: str | None = None) -> bool:
+    """What both processes of `trl sft` do with an uncaught error: a plugin error (see [`is_plugin_error`]) gets its
+    traceback saved (to `path`, or a new file) and, with a `headline` (`{note}` names the file), one block with the
+    cause last; `False` for any other error, or when `TRL_SMOL_TRACEBACK` is set, for Python to print as usual."""
+    if not is_plugin_error(error, traceback) or traceback_requested():
+        return False
+    note = traceback_note(save_traceback(error, traceback, path))
+    if headline is not None:
+        print_failure(headline.format(note=note), cause_line(error))
+    return True
+
+
 # --- the end of a run ----------------------------------------------------------------------------------------------
 def run_outputs(output_dir: str) -> str | None:
     """What a finished run left in `output_dir` and the Python that loads it, for the last lines of the run; None
