@@ -4,7 +4,8 @@ them; the whole card from a real run is tested in tests/test_demo.py."""
 
 from sample_rows import sample_row, write_samples
 
-from trl_smol.model_card import pass_scores, samples_section
+from trl_smol.model_card import samples_section
+from trl_smol.samples.scores import pass_scores
 
 
 def test_first_and_last_pass_side_by_side_with_pass_or_fail_and_the_pass_rates(tmp_path):
@@ -86,4 +87,17 @@ def test_pass_scores_are_the_logged_figures_of_one_pass():
     assert scores.pass_rate == 1 / 3
     assert scores.checks == {"regex": 0.5, "similarity": 0.5}
     assert scores.stopped == 0.75 and scores.mean_new_tokens == 8
-    assert pass_scores([sample_row(0, "d", "x", checks={})]).pass_rate is None
+    assert scores.metrics() == {"pass_rate": 1 / 3, "regex": 0.5, "similarity": 0.5}  # what the trackers log
+    unscored = pass_scores([sample_row(0, "d", "x", checks={})])
+    assert unscored.pass_rate is None and unscored.metrics() == {}
+
+
+def test_a_check_value_that_is_no_result_is_in_no_mean():
+    """A hand-edited file: a check's value that is neither true/false nor a score, or `checks` that is no object."""
+    rows = [
+        sample_row(0, "a", "x", checks={"regex": True}),
+        {**sample_row(0, "b", "x", checks={"regex": False}), "checks": {"regex": None, "judge": "high"}},
+        {**sample_row(0, "c", "x"), "checks": ["regex"], "passed": None},
+    ]
+    scores = pass_scores(rows)
+    assert scores.checks == {"regex": 1.0} and (scores.scored, scores.passed) == (2, 1)

@@ -10,6 +10,7 @@ import pytest
 
 from trl_smol.samples import SampleGenerator, SamplePromptError, load_prompts, summarize
 from trl_smol.samples.generation import _stop_token_ids
+from trl_smol.samples.scores import pass_scores
 from trl_smol.templating import SMOLLM3_CHAT_TEMPLATE
 
 QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -216,6 +217,7 @@ def test_summary_is_the_pass_rate_and_each_checks_mean_over_the_rows_that_carry_
         {"checks": {}, "passed": None},  # no checks: not scored
     ]
     assert summarize(rows) == {"pass_rate": 2 / 3, "stops": 2 / 3, "judge": 0.5}
+    assert summarize(rows) == pass_scores(rows).metrics()  # one definition: the card's and the command's figures
     assert summarize([{"checks": {}, "passed": None}]) == {}
 
 

@@ -5,6 +5,7 @@ The files here are written by hand as the samples callback writes them: one row 
 """
 
 import json
+import logging
 
 import pytest
 from sample_rows import sample_row
@@ -87,8 +88,32 @@ def test_a_run_in_progress_skips_the_half_written_line_and_leaves_the_file_alone
     out = capsys.readouterr().out
     assert table_line(out, 10)
     assert not any(line.split()[:1] == ["20"] for line in out.splitlines())
-    assert "1 line is not a sample row (a pass being written, or cut short): skipped." in out
+    assert "1 line is not a sample row (a pass being written, or cut short): skipped (line 9)." in out
     assert path.read_bytes() == before  # the training process's file is never written to
+
+
+def test_the_reader_skips_bad_lines_by_number_and_repairs_only_when_resuming(tmp_path, caplog):
+    """`read_samples`, the one reader of `samples.jsonl`: read only by default (the card, this command), a resumed
+    run ends a line cut short so that its next row starts on a line of its own."""
+    from trl_smol.samples.outputs import read_samples
+
+    rows = [sample_row(0, "Hi?"), sample_row(0, "Yo?", "one\u2028two"), sample_row(2, "Hi?")]  # U+2028: no line end
+    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
+    text = "\n".join([lines[0], "not json", "", lines[1], '{"prompt": "no step"}', lines[2], '{"step": 4, "pro'])
+    path = write_run(tmp_path / "run", [], tail=text) / "samples.jsonl"
+    before = path.read_bytes()
+
+    with caplog.at_level(logging.WARNING):
+        samples = read_samples(path)
+    assert samples.rows == rows and samples.skipped == [2, 5, 7] and samples.steps == {0, 2}
+    assert list(samples.passes) == [0, 2] and samples.passes[0] == rows[:2]
+    assert path.read_bytes() == before and "not a sample row" not in caplog.text
+
+    with caplog.at_level(logging.WARNING):
+        assert read_samples(path, repair=True).skipped == [2, 5, 7]
+    assert path.read_bytes() == before + b"\n"
+    assert f"{path}:7 is not a sample row" in caplog.text
+    assert read_samples(path, repair=True).rows == rows and path.read_bytes() == before + b"\n"  # once
 
 
 def test_two_runs_side_by_side_at_the_same_steps_with_the_difference(tmp_path, capsys):

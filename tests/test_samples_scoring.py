@@ -179,3 +179,63 @@ def test_a_dataset_goes_to_the_callback_not_to_the_config(tmp_path):
     assert list(SampleGenerationCallback(heldout).prompts[0].checks) == ["stops"]
     with pytest.raises(ValueError, match=r"sample_prompts cannot be a datasets.Dataset: write it to a file"):
         SmolSFTConfig(output_dir=str(tmp_path), bf16=False, sample_prompts=heldout)
+
+
+# --- one definition of a pass's figures --------------------------------------------------------------------------
+
+
+def test_the_trackers_the_card_and_the_command_show_the_same_figures(tmp_path, monkeypatch, capsys):
+    """Rows scored as in training (a built-in check, a float score, a prompt without checks, a check that raises),
+    written by the callback's writer: the figures the trackers log (`summarize`) are those the model card and
+    `trl-smol samples` read back from `samples.jsonl`."""
+    from sample_rows import sample_row
+
+    from trl_smol import commands as cli
+    from trl_smol.commands.samples import read_run
+    from trl_smol.model_card import sample_passes, samples_section
+    from trl_smol.samples.checks import SampleCheck, keyed, parse_checks, score, summarize
+    from trl_smol.samples.outputs import SampleOutputs
+    from trl_smol.samples.scores import pass_scores
+
+    def broken(prompt_row, sample):
+        raise ZeroDivisionError("division by zero")
+
+    judged = {0: {"a": 0.75, "b": 0.5, "d": 0.25}, 2: {"a": 1.0, "b": 0.5, "d": 0.5}}  # a score passes at 0.5
+    judge = SampleCheck("judge", {"name": "judge"}, lambda row, sample: judged[sample["step"]][sample["prompt"]])
+    crash = SampleCheck("broken", {"name": "broken"}, broken)
+    prompts = {
+        "a": keyed([*parse_checks(["stops"]), judge, crash]),  # its check that raises fails it
+        "b": keyed([*parse_checks(["stops"]), judge]),
+        "c": {},  # no checks: not scored, in no check's mean
+        "d": keyed([*parse_checks(["stops"]), judge]),
+    }
+    outputs, logged = SampleOutputs(tmp_path), {}
+    for step in (0, 2):
+        rows = []
+        for prompt, checks in prompts.items():
+            sample = sample_row(step, prompt, stopped=prompt != "d" or step == 2, tokens=len(rows) + 4)
+            sample["checks"], sample["passed"] = score(checks, {"prompt": prompt}, sample, "prompts.jsonl")
+            rows.append(sample)
+        outputs.write(rows)
+        logged[step] = summarize(rows)  # what the callback logs as samples/<key> and eval_samples_<key>
+
+    assert [row["checks"]["broken"] for row in outputs.history if "broken" in row["checks"]] == [False, False]
+    assert logged[0] == {"pass_rate": 1 / 3, "stops": 2 / 3, "judge": 0.5, "broken": 0.0}
+    assert logged[2] == {"pass_rate": 2 / 3, "stops": 1.0, "judge": 2 / 3, "broken": 0.0}
+    card_passes, command_passes = sample_passes(tmp_path), read_run(tmp_path).passes
+    for step in (0, 2):
+        assert pass_scores(card_passes[step]).metrics() == logged[step]
+        assert pass_scores(command_passes[step]).metrics() == logged[step]
+
+    lines = samples_section(tmp_path)
+    assert "Pass rate: 33% (1 of 3) at step 0, 67% (2 of 3) at step 2." in lines
+    for name in ("stops", "judge", "broken"):
+        assert f"- `{name}`: {logged[0][name]:.0%} → {logged[2][name]:.0%}" in lines
+
+    monkeypatch.setenv("COLUMNS", "320")
+    assert cli.main(["samples", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for step, counts in ((0, "(1/3)"), (2, "(2/3)")):
+        (line,) = [line for line in out.splitlines() if line.split()[:1] == [str(step)]]
+        rates = [f"{logged[step][name]:.0%}" for name in ("stops", "judge", "broken")]
+        assert line.split()[2:7] == [f"{logged[step]['pass_rate']:.0%}", counts, *rates]  # after step, samples

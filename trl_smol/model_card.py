@@ -22,7 +22,6 @@ import html
 import itertools
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,8 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from . import __version__
 from .demo import DEMO_MODEL_ID, demo_model_dir
-from .samples import SAMPLES_FILE
+from .samples.outputs import SAMPLES_FILE, read_samples
+from .samples.scores import PassScores, pass_scores
 from .settings import default_config
 
 # Settings that differ from the defaults in every run, or say nothing about the recipe.
@@ -96,55 +96,7 @@ def sample_passes(output_dir: str | os.PathLike) -> dict[int, list[dict[str, Any
     """The rows of `output_dir/samples.jsonl` by step, in step order; `{}` without the file. Read only: a line being
     written or cut short is skipped."""
     path = Path(output_dir) / SAMPLES_FILE
-    if not path.exists():
-        return {}
-    passes: dict[int, list[dict[str, Any]]] = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                row = json.loads(line)
-                step = int(row["step"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):  # a line being written while we read
-                continue
-            passes.setdefault(step, []).append(row)
-    return dict(sorted(passes.items()))
-
-
-@dataclass
-class PassScores:
-    """One pass's figures as the training logs have them: `pass_rate` is the share of scored rows (`passed` not null)
-    that passed, `checks` each check's mean over the rows that carry it (true counts 1, false 0, a score as given);
-    both `None`/empty when no row has checks."""
-
-    samples: int
-    scored: int
-    passed: int
-    checks: dict[str, float]
-    stopped: float
-    mean_new_tokens: float | None
-
-    @property
-    def pass_rate(self) -> float | None:
-        return self.passed / self.scored if self.scored else None
-
-
-def pass_scores(rows: list[dict[str, Any]]) -> PassScores:
-    """[`PassScores`] of one pass's `samples.jsonl` rows."""
-    verdicts = [row["passed"] for row in rows if row.get("passed") is not None]
-    values: dict[str, list[float]] = {}
-    for row in rows:
-        for name, value in (row.get("checks") or {}).items():
-            if isinstance(value, (bool, int, float)):
-                values.setdefault(name, []).append(float(value))
-    tokens = [row["num_new_tokens"] for row in rows if isinstance(row.get("num_new_tokens"), int)]
-    return PassScores(
-        samples=len(rows),
-        scored=len(verdicts),
-        passed=sum(1 for verdict in verdicts if verdict is True),
-        checks={name: sum(scores) / len(scores) for name, scores in values.items()},
-        stopped=sum(1 for row in rows if row.get("stopped")) / len(rows) if rows else 0.0,
-        mean_new_tokens=sum(tokens) / len(tokens) if tokens else None,
-    )
+    return read_samples(path).passes if path.exists() else {}
 
 
 def _sample_prompt(row: dict[str, Any]) -> str:

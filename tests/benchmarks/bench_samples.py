@@ -241,11 +241,13 @@ def run_folder(label: str) -> str:
 
 
 def pass_rates(path: Path) -> dict[int, dict]:
-    """Per pass of a run's `samples.jsonl`: samples, pass rate, each check, stopped share, mean new tokens."""
-    from trl_smol.model_card import pass_scores, sample_passes
+    """Per pass of a run's `samples.jsonl` (`{}` without one): samples, pass rate, each check, stopped share, mean new
+    tokens, as the trackers, the card and `trl-smol samples` have them."""
+    from trl_smol.samples.outputs import read_samples
+    from trl_smol.samples.scores import pass_scores
 
     rates = {}
-    for step, rows in sample_passes(path.parent).items():
+    for step, rows in (read_samples(path).passes if path.exists() else {}).items():
         scores = pass_scores(rows)
         rates[step] = {
             "samples": scores.samples,

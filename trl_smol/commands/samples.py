@@ -5,18 +5,15 @@ trl-smol samples smollm3-demo                  # one row per sample pass: pass r
 trl-smol samples smollm3-demo smollm3-demo-b   # the same steps of two runs, with the difference (second - first)
 ```
 
-It reads a finished run or one in progress: a line still being written (or cut short by a crash) is skipped. The run
-directory is never written to: the file is read from a copy.
+It reads a finished run or one in progress: a line still being written (or cut short by a crash) is skipped, and
+counted with its line number. The run directory is never written to.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +25,11 @@ class SamplesError(Exception):
 
 @dataclass
 class Run:
-    """One run's samples: its rows by step, and how many lines were not sample rows."""
+    """One run's samples: its rows by step, and the lines that were not sample rows."""
 
     path: Path
     passes: dict[int, list[dict[str, Any]]]
-    skipped: int
+    skipped: list[int]  # 1-based numbers of the lines that are not sample rows
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -61,8 +58,13 @@ def run(args: argparse.Namespace) -> int:
     console.print(pass_table(runs))
     for one in runs:
         if one.skipped:
-            lines = "line is" if one.skipped == 1 else "lines are"
-            note = f"{one.path}: {one.skipped} {lines} not a sample row (a pass being written, or cut short): skipped."
+            count = len(one.skipped)
+            lines = "line is" if count == 1 else "lines are"
+            numbers = ", ".join(str(number) for number in one.skipped[:5]) + (", ..." if count > 5 else "")
+            note = (
+                f"{one.path}: {count} {lines} not a sample row (a pass being written, or cut short): skipped "
+                f"(line{'s' if count > 1 else ''} {numbers})."
+            )
             console.print(note, markup=False)
         if not any(pass_scores(rows).scored for rows in one.passes.values()):
             note = (
@@ -74,10 +76,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def read_run(location: str | os.PathLike) -> Run:
-    """A run's samples from its output dir (or its `samples.jsonl`), read with `read_samples` from a copy of the
-    file, so that a run in progress, whose last line may be half written, is never touched."""
+    """A run's samples from its output dir (or its `samples.jsonl`), read only with `read_samples`: a run in
+    progress, whose last line may be half written, is never touched."""
     # Imported when the command runs: this package loads torch (seconds).
-    from ..samples.outputs import SAMPLES_FILE, logger, read_samples
+    from ..samples.outputs import SAMPLES_FILE, read_samples
 
     path = Path(location)
     if not path.exists():
@@ -89,35 +91,14 @@ def read_run(location: str | os.PathLike) -> Run:
                 f"{path.parent} has no {SAMPLES_FILE}: the run had sample generation off. Set `sample_prompts` in "
                 "the recipe (a list of prompts or a .jsonl file) to turn it on."
             )
-    text = path.read_bytes()
-    with tempfile.TemporaryDirectory(prefix="trl-smol-samples-") as folder:
-        copy = Path(folder) / SAMPLES_FILE
-        copy.write_bytes(text)
-        with _quiet(logger):  # it names the copy; the skipped lines are counted below instead
-            _, rows = read_samples(copy)
-    if not rows:
+    samples = read_samples(path)
+    if not samples.rows:
         raise SamplesError(f"{path} has no sample rows yet: the first pass writes them when it finishes.")
-    passes: dict[int, list[dict[str, Any]]] = {}
-    for row in rows:
-        passes.setdefault(int(row["step"]), []).append(row)
-    lines = sum(1 for line in text.decode("utf-8", errors="replace").splitlines() if line.strip())
-    return Run(path=path, passes=dict(sorted(passes.items())), skipped=lines - len(rows))
-
-
-@contextlib.contextmanager
-def _quiet(logger: logging.Logger):
-    def drop(record: logging.LogRecord) -> bool:
-        return False
-
-    logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop)
+    return Run(path=path, passes=samples.passes, skipped=samples.skipped)
 
 
 def pass_scores(rows: list[dict[str, Any]]):
-    from ..model_card import pass_scores as scores
+    from ..samples.scores import pass_scores as scores
 
     return scores(rows)
 

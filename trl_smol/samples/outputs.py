@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ class SampleOutputs:
                 self.path.rename(moved)
                 logger.warning(f"{self.path} is from an earlier run that this one does not resume: moved to {moved}.")
             else:
-                loaded = read_samples(self.path)
+                written = read_samples(self.path, repair=True)
+                loaded = [written.steps, written.rows]
         if PartialState().num_processes > 1:
             broadcast_object_list(loaded, from_process=0)
         self.history = loaded[1]
@@ -135,20 +137,52 @@ def _verdict(row: dict[str, Any], text: Any) -> Any:
     return text("FAIL: " + ", ".join(failed), style="red")
 
 
-def read_samples(path: Path) -> list[Any]:
-    """`[steps, rows]` from an existing samples file; a line cut short by a crash is skipped (and ended, so that the
-    next row starts on its own line)."""
-    steps, rows = set(), []
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):
-        with path.open("a", encoding="utf-8") as file:
-            file.write("\n")
-    for number, line in enumerate(text.splitlines(), start=1):
+@dataclass
+class SampleRows:
+    """What `samples.jsonl` holds: its sample rows in file order, and the 1-based numbers of the lines that are not
+    sample rows (a line being written, or cut short by a crash)."""
+
+    path: Path
+    rows: list[dict[str, Any]]
+    skipped: list[int]
+
+    @property
+    def steps(self) -> set[int]:
+        return {int(row["step"]) for row in self.rows}
+
+    @property
+    def passes(self) -> dict[int, list[dict[str, Any]]]:
+        """The rows by step, in step order."""
+        passes: dict[int, list[dict[str, Any]]] = {}
+        for row in self.rows:
+            passes.setdefault(int(row["step"]), []).append(row)
+        return dict(sorted(passes.items()))
+
+
+def read_samples(path: str | os.PathLike, *, repair: bool = False) -> SampleRows:
+    """The one reader of a samples file. A line that is not a sample row (a JSON object with a `step`) is
+    skipped; blank lines are ignored. Read only by default, for a run in progress or finished: its skipped lines are
+    only returned, as a last line half written is expected there. `repair` (the run that resumes, and appends to the
+    file): a skipped line is logged with its number, and a last line cut short is ended, so that the next row starts
+    on its own line."""
+    path = Path(path)
+    data = path.read_bytes()
+    if repair and data and not data.endswith(b"\n"):
+        with path.open("ab") as file:
+            file.write(b"\n")
+    rows: list[dict[str, Any]] = []
+    skipped: list[int] = []
+    # Lines end at "\n" only: a row's text may hold U+2028 or other characters that `str.splitlines` breaks at.
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
         try:
-            row = json.loads(line)
-            steps.add(int(row["step"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            logger.warning(f"{path}:{number} is not a sample row (cut short by a crash?); skipped.")
+            row = json.loads(line.decode("utf-8"))
+            int(row["step"])
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+            skipped.append(number)
+            if repair:
+                logger.warning(f"{path}:{number} is not a sample row (cut short by a crash?); skipped.")
             continue
         rows.append(row)
-    return [steps, rows]
+    return SampleRows(path, rows, skipped)

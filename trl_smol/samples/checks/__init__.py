@@ -28,6 +28,7 @@ from typing import Any
 from transformers.utils import logging
 
 from ...callbacks import registered_entry_points
+from ..scores import pass_scores
 from .builtin import BUILTIN_CHECKS, BuiltinCheck, CheckSpecError, parse_json_answer, parse_tool_calls
 
 logger = logging.get_logger(__name__)
@@ -171,18 +172,10 @@ def _as_result(value: Any) -> Result:
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """A pass's figures: `pass_rate` (share of the rows with checks that passed) and each check's mean over the rows
-    that carry it (true 1, false 0, a score as given). `{}` when no row has checks."""
-    scored = [row for row in rows if row.get("passed") is not None]
-    if not scored:
-        return {}
-    summary = {"pass_rate": sum(bool(row["passed"]) for row in scored) / len(scored)}
-    values: dict[str, list[float]] = {}
-    for row in scored:
-        for key, result in row["checks"].items():
-            values.setdefault(key, []).append(float(result))
-    summary.update({key: sum(found) / len(found) for key, found in values.items()})
-    return summary
+    """A pass's figures as the trackers log them: `pass_rate` and each check's mean, `{}` when no row has checks;
+    [`PassScores.metrics`] of [`pass_scores`], so that the card and `trl-smol samples` show the same figures
+    (`trl_smol.samples.scores` has the rules)."""
+    return pass_scores(rows).metrics()
 
 
 __all__ = [
