@@ -68,6 +68,19 @@ def test_answers_are_one_table_cell_each_thinking_included_and_long_ones_cut(tmp
     assert "Answers are cut at 300 characters; every pass in full is in `samples.jsonl`." in lines
 
 
+def test_a_budgeted_run_compares_the_prompts_both_passes_answered_and_shows_the_first_twenty(tmp_path):
+    # sample_budget: one batch (2 prompts) at step 0, every one of the 30 prompts after the last step.
+    rows = [sample_row(0, f"Q{i}?", "no", checks={"regex": False}) for i in range(2)]
+    rows += [sample_row(30, f"Q{i}?", "🟢 Answer: 1", checks={"regex": i % 3 != 2}) for i in range(30)]
+    lines = samples_section(write_samples(tmp_path, rows))
+    assert "Pass rate: 0% (0 of 2) at step 0, 67% (20 of 30) at step 30." in lines
+    assert "Over the first 2 prompts, which both passes answered: 0% (0 of 2) → 100% (2 of 2)." in lines
+    table = [line for line in lines if line.startswith("| Q")]
+    assert len(table) == 20 and table[2] == "| Q2? | - | - | 🟢 Answer: 1 | fail: regex |"
+    assert "The first 20 of 30 prompts are shown; answers are cut at 300 characters; every pass in full is in " \
+        "`samples.jsonl`." in lines  # fmt: skip
+
+
 def test_a_line_being_written_is_skipped_and_no_file_means_no_section(tmp_path):
     assert samples_section(tmp_path) == []
     rows = [sample_row(0, "Hi?", "hello", checks={"stops": True})]

@@ -472,7 +472,7 @@ def test_trackio_gets_a_history_table_and_the_generation_time(tmp_path, tiny_mod
 
     logs = [log for log in SQLiteStorage.get_logs(project, "run") if "samples" in log]
     assert [log["train/global_step"] for log in logs] == [0, 2]
-    assert all(log["samples/seconds"] > 0 for log in logs)
+    assert all(log["samples/seconds"] > 0 and log["samples/prompts"] == 2 for log in logs)
     last_table = logs[-1]["samples"]["_value"]
     assert [(row["step"], row["prompt"]) for row in last_table] == [
         (0, "Hi"),

@@ -142,6 +142,9 @@ def _cell(text: str, limit: int = 300) -> str:
     return html.escape(text, quote=False).replace("|", "\\|").replace("\n", "<br>") or " "
 
 
+CARD_SAMPLE_ROWS = 20  # prompts in the card's table: a held-out set of hundreds lives in samples.jsonl
+
+
 def samples_section(output_dir: str | os.PathLike) -> list[str]:
     """The card's samples: the first and the last pass side by side, per prompt (answer, and pass or fail when the
     prompts carry checks), with each pass's pass rates; one pass alone when there is only one."""
@@ -159,6 +162,11 @@ def samples_section(output_dir: str | os.PathLike) -> list[str]:
     if checked:
         rates = ", ".join(f"{_rate(scores[step])} at step {step}" for step in steps)
         lines += [f"Pass rate: {rates}.", ""]
+        shared = min(len(passes[step]) for step in steps)
+        if len(steps) == 2 and len(passes[first]) != len(passes[last]):
+            # `sample_budget`: the passes before the last step answer the leading prompts, the last one every prompt
+            common = " → ".join(_rate(pass_scores(passes[step][:shared])) for step in steps)
+            lines += [f"Over the first {shared} prompts, which both passes answered: {common}.", ""]
         names = list(dict.fromkeys(name for step in steps for name in scores[step].checks))
         lines += [
             f"- `{name}`: " + " → ".join(_percent(scores[step].checks.get(name)) for step in steps) for name in names
@@ -170,8 +178,8 @@ def samples_section(output_dir: str | os.PathLike) -> list[str]:
     for step in steps:
         header += [f"step {step}"] + (["result"] if checked else [])
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    pairs = itertools.zip_longest(*(passes[step] for step in steps))
-    for pair in pairs:
+    pairs = list(itertools.zip_longest(*(passes[step] for step in steps)))
+    for pair in pairs[:CARD_SAMPLE_ROWS]:
         prompt = next(_sample_prompt(row) for row in pair if row is not None)
         cells = [_cell(prompt, limit=200)]
         for row in pair:
@@ -179,7 +187,12 @@ def samples_section(output_dir: str | os.PathLike) -> list[str]:
             if checked:
                 cells.append(_verdict(row))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Answers are cut at 300 characters; every pass in full is in `samples.jsonl`."]
+    shown = (
+        f"The first {CARD_SAMPLE_ROWS} of {len(pairs)} prompts are shown; answers"
+        if len(pairs) > CARD_SAMPLE_ROWS
+        else "Answers"
+    )
+    lines += ["", f"{shown} are cut at 300 characters; every pass in full is in `samples.jsonl`."]
     return lines
 
 

@@ -100,12 +100,13 @@ class SampleOutputs:
     def report(
         self, args, rows: list[dict[str, Any]], step: int, seconds: float, scores: dict[str, float] | None = None
     ) -> None:
-        """Tables with every pass so far, `samples/seconds` and the pass rates (`samples/pass_rate`,
+        """Tables with every pass so far, `samples/seconds`, `samples/prompts` and the pass rates (`samples/pass_rate`,
         `samples/<check>`), to the trackers in `report_to` with a run open, at the pass's `train/global_step`: the
         x-axis of the trainer's own metrics, so the rates plot over steps beside the loss."""
         report_to = args.report_to if isinstance(args.report_to, list) else [args.report_to]
         data = [[row.get(column) for column in TABLE_COLUMNS] for row in self.history]
-        metrics_for = {"samples/seconds": round(seconds, 3), "train/global_step": step}
+        # `samples/prompts`: how many the pass answered (under `sample_budget`, the leading ones; all at the end)
+        metrics_for = {"samples/seconds": round(seconds, 3), "samples/prompts": len(rows), "train/global_step": step}
         metrics_for.update({f"samples/{key}": value for key, value in (scores or {}).items()})
         for name in ("trackio", "wandb"):
             if name not in report_to and "all" not in report_to:
