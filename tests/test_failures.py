@@ -63,6 +63,21 @@ def test_online_without_a_network_a_dataset_is_named_at_once_with_the_offline_fi
     assert "Retrying" not in caplog.text  # huggingface_hub's backoff (1+2+4+8+8 s) is not entered
 
 
+def test_a_repository_the_hub_answered_for_is_not_asked_again_by_the_training_process(monkeypatch):
+    import trl_smol.hub as hub
+
+    asked = []
+    monkeypatch.setenv(hub.CHECKED_ENV, "")  # restored (unset) after the test
+    monkeypatch.setattr(hub, "offline", lambda kind: False)
+    monkeypatch.setattr(hub, "_hub_answer", lambda *args: asked.append(args) or (None, False))
+    check_hub_repo("someone/some-data", "dataset", setting="dataset_name")  # the `trl sft` process asks once
+    check_hub_repo("someone/some-data", "dataset", setting="path")  # its training process inherits the answer
+    assert asked == [("someone/some-data", "dataset", None)]
+    assert os.environ[hub.CHECKED_ENV] == "dataset:someone/some-data@"
+    check_hub_repo("someone/some-data", "model", setting="model_name_or_path")  # another kind is another repo
+    assert len(asked) == 2
+
+
 def test_a_recipe_dataset_on_the_hub_is_checked_before_anything_loads(no_network):
     from trl import ScriptArguments
 

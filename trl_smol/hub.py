@@ -9,6 +9,9 @@ a hub id that is not in the local cache is checked once:
 - online: one request for the repository's info (huggingface_hub's own client: its endpoint, proxy and token), no
   retry, `HF_HUB_ETAG_TIMEOUT` seconds at most; a network error or an unknown repository is [`HubAccessError`].
 
+A repository the Hub answered for is recorded in `TRL_SMOL_HUB_CHECKED`, which the training process of `trl sft`
+inherits from its CLI process: the check is one request per run, not one per process.
+
 Each message names the setting and the id, and says what to do: download it where there is a network
 (`hf download`), point the setting to a local copy, or set `HF_HUB_OFFLINE=1` where a copy is cached. A name that
 looks like a local path (`./data`, `models/x/y`, `/abs/path`) and does not exist is reported as a missing path, which
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+
+CHECKED_ENV = "TRL_SMOL_HUB_CHECKED"  # "kind:repo@revision" entries the Hub answered for, ";"-separated
 
 
 class HubAccessError(OSError):
@@ -90,6 +95,10 @@ def check_hub_repo(repo_id: str, kind: str, *, setting: str, revision: str | Non
         )
     if is_cached(repo_id, kind, revision):
         return
+    entry = f"{kind}:{repo_id}@{revision or ''}"
+    checked = os.environ.get(CHECKED_ENV, "")
+    if entry in checked.split(";"):  # by the `trl sft` process that launched this one
+        return
     download = f"hf download {repo_id}" + (" --repo-type dataset" if kind == "dataset" else "")
     copy = f"point `{setting}` to a local copy"
     if offline(kind):
@@ -101,6 +110,7 @@ def check_hub_repo(repo_id: str, kind: str, *, setting: str, revision: str | Non
         )
     reason, network = _hub_answer(repo_id, kind, revision)
     if reason is None:
+        os.environ[CHECKED_ENV] = f"{checked};{entry}" if checked else entry
         return
     if network:
         way_out = (
