@@ -136,7 +136,8 @@ class SampleGenerationCallback(TrainerCallback):
         self.budget_share = budget
         if budget is not None:
             SampleBudget(budget, 1, 1)  # a share outside (0, 1) fails here, before training
-        # Made when training begins, when the number of processes is known.
+        # Made when training begins, when the number of processes is known; `trainer.evaluate()` alone has none and
+        # samples every prompt.
         self.budget: SampleBudget | None = None
         self.at_start = at_start
         self.at_end = at_end
@@ -216,6 +217,12 @@ class SampleGenerationCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.check_selection(args)
         self._open(args, state, **kwargs)
+        if self.budget_share is not None:  # training time counts from here (a resumed run: from its first step)
+            from accelerate import PartialState
+
+            batch = self.generator.batch_size * PartialState().num_processes
+            self.budget = SampleBudget(self.budget_share, len(self.generator.prompts), batch)
+            self.budget.begin(state.global_step)
         if self.at_start and state.global_step == 0:
             self._maybe_generate(args, state, **kwargs)
 
@@ -225,12 +232,6 @@ class SampleGenerationCallback(TrainerCallback):
             self.generator.max_prompt_tokens(model)  # a token budget larger than the context fails here
         self.run_id = self.run_id or new_run_id()
         self.outputs = SampleOutputs(args.output_dir)
-        if self.budget_share is not None and self.budget is None:
-            from accelerate import PartialState
-
-            batch = self.generator.batch_size * PartialState().num_processes
-            self.budget = SampleBudget(self.budget_share, len(self.generator.prompts), batch)
-            self.budget.begin(state.global_step)
         self._done_steps |= self.outputs.load_written_steps(state)
 
     def on_step_end(self, args, state, control, **kwargs):
