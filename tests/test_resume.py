@@ -186,6 +186,41 @@ def test_a_raised_max_steps_trains_on_from_the_end_of_the_run_and_says_so(tmp_pa
     )
 
 
+def test_a_finished_run_whose_last_checkpoint_is_damaged_keeps_its_final_model(tmp_path, capsys):
+    # The run saved checkpoint-2 (cut short, say by a full disk) and then its final model beside the checkpoints.
+    save_checkpoint(tmp_path, 1, max_steps=2)
+    cut_in_half(save_checkpoint(tmp_path, 2, max_steps=2) / "trainer_state.json")
+    save_file({"lora_A": torch.ones(16, 64)}, str(tmp_path / "adapter_model.safetensors"))
+    before = snapshot(tmp_path)
+
+    with pytest.raises(NothingToTrain) as stop:  # not: train step 2 again from checkpoint-1 and replace the model
+        resume_path(run_args(tmp_path, max_steps=2), True)
+
+    assert stop.value.code == 0
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .startswith(
+            f"trl-smol: nothing left to train: {tmp_path} holds the final model (adapter_model.safetensors), saved after "
+            "checkpoint-2 (trainer_state.json is cut short or damaged"
+        )
+    )
+    assert "which marks step 2, and `max_steps` is 2; nothing was changed." in stop.value.message
+    assert snapshot(tmp_path) == before
+
+
+def test_training_on_past_a_damaged_last_checkpoint_says_the_final_model_will_be_replaced(tmp_path, capsys):
+    good = save_checkpoint(tmp_path, 1, max_steps=2)
+    (save_checkpoint(tmp_path, 2, max_steps=2) / "adapter_model.safetensors").write_bytes(b"")
+    save_file({"lora_A": torch.ones(16, 64)}, str(tmp_path / "adapter_model.safetensors"))
+
+    assert resume_path(run_args(tmp_path, max_steps=4), True) == str(good)
+    assert capsys.readouterr().err.strip() == (
+        f"trl-smol: resuming from {good} at step 1 of 4; skipped checkpoint-2 (adapter_model.safetensors is empty, 0 "
+        f"bytes); the final model in {tmp_path} (adapter_model.safetensors) is replaced when this run ends."
+    )
+
+
 def test_a_run_stopped_before_its_end_resumes_saying_where(tmp_path, capsys):
     stopped = save_checkpoint(tmp_path, 1, max_steps=4)
     (tmp_path / "checkpoint-3").mkdir()  # SIGKILL during a save

@@ -57,6 +57,17 @@ def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The step in a `checkpoint-N` folder's name (what a damaged checkpoint still tells)."""
+    match = _CHECKPOINT.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def final_model_file(output_dir: str | os.PathLike) -> str | None:
+    """The weights file of a final model saved in `output_dir` itself (after training), if any."""
+    return next((name for name in WEIGHT_FILES if (Path(output_dir) / name).is_file()), None)
+
+
 def checkpoint_problem(path: str | os.PathLike) -> str | None:
     """Why a run cannot resume from the checkpoint folder `path`, naming the file; `None` when it can."""
     path = Path(path)

@@ -19,7 +19,7 @@ from transformers.utils import logging
 from ..distributed import wait_for_every_rank
 from ..launch import report_failure
 from ..preemption import STOPPED_PREFIX, exit_status
-from .checkpoints import Progress, checkpoint_problem, resumable_checkpoint
+from .checkpoints import Progress, checkpoint_problem, checkpoint_step, final_model_file, resumable_checkpoint
 from .interrupt import InterruptCheckpoint
 from .output_dir import (
     NoCheckpointError,
@@ -104,13 +104,39 @@ def resume_path(args: Any, resume_from_checkpoint: str | bool = True) -> str:
         )
         _say(args, message)
         raise NothingToTrain(message)
+    after = _final_model_after(output_dir, skipped, progress) if resume_from_checkpoint is True else None
+    if after is not None and max_steps is not None and 0 < max_steps <= after[1]:
+        final, step, damaged = after
+        message = (
+            f"trl-smol: nothing left to train: {output_dir} holds the final model ({final}), saved after "
+            f"{damaged}, which marks step {step}, and `max_steps` is {max_steps}; nothing was changed. To train it "
+            f"further, raise `max_steps` and resume again; to train anew, use `--overwrite_output_dir true` (moves "
+            "this run aside) or another `output_dir`."
+        )
+        _say(args, message)
+        raise NothingToTrain(message)
     if path is None:
         if skipped:
             unusable = ", ".join(map(str, skipped))
             raise NoCheckpointError(f"No complete checkpoint to resume from in {output_dir}: {unusable}. {_ANEW}")
         raise NoCheckpointError(f"No checkpoint to resume from in {output_dir}. {_ANEW}")
-    _say(args, _resuming(path, skipped, max_steps, epochs))
+    line = _resuming(path, skipped, max_steps, epochs)
+    if after is not None:  # the steps after `path` are trained again, and the model saved at the end replaces it
+        line = line[:-1] + f"; the final model in {output_dir} ({after[0]}) is replaced when this run ends."
+    _say(args, line)
     return str(path)
+
+
+def _final_model_after(output_dir, skipped: list, progress: Progress | None) -> tuple[str, int, Any] | None:
+    """`(final model file, step, damaged checkpoint)` when `output_dir` holds a final model and a checkpoint newer
+    than the one a resume would start from is damaged: that run went at least that far, so its model is more than the
+    resumed checkpoint holds."""
+    final = final_model_file(output_dir)
+    newest = max(skipped, key=lambda entry: checkpoint_step(entry.path) or 0, default=None)
+    step = checkpoint_step(newest.path) if newest is not None else None
+    if final is None or step is None or (progress is not None and progress.global_step >= step):
+        return None
+    return final, step, newest
 
 
 _ANEW = (
