@@ -110,6 +110,16 @@ def test_the_command_line_is_checked_like_the_recipe(tmp_path):
         recipe_parser().parse_args_and_config(["--config", recipe, "--optim", "x"])
 
 
+def test_python_configs_are_checked_like_the_recipe(tmp_path):
+    from trl_smol import SmolSFTConfig
+
+    with pytest.raises(RecipeValueError, match=r"^max_length=-1 is not valid; use a whole number >= 1, or null"):
+        SmolSFTConfig(output_dir=str(tmp_path), max_length=-1)
+    with pytest.raises(RecipeValueError, match=r"^optim='adamw_nonsense' is not valid"):
+        SmolSFTConfig(output_dir=str(tmp_path), optim="adamw_nonsense")
+    assert SmolSFTConfig(output_dir=str(tmp_path), max_length=None, optim="adamw_torch").max_length is None
+
+
 def test_valid_values_and_null_pass(tmp_path):
     recipe = write(
         tmp_path, f"{DEMO}max_length: null\nsample_every_n_steps: 0\nsmol_cpu_threads: 2\noptim: adamw_8bit\n"

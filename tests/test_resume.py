@@ -197,13 +197,11 @@ def test_a_finished_run_whose_last_checkpoint_is_damaged_keeps_its_final_model(t
         resume_path(run_args(tmp_path, max_steps=2), True)
 
     assert stop.value.code == 0
-    assert (
-        capsys.readouterr()
-        .err.strip()
-        .startswith(
-            f"trl-smol: nothing left to train: {tmp_path} holds the final model (adapter_model.safetensors), saved after "
-            "checkpoint-2 (trainer_state.json is cut short or damaged"
-        )
+    line = capsys.readouterr().err.strip()
+    assert line == stop.value.message
+    assert line.startswith(
+        f"trl-smol: nothing left to train: {tmp_path} holds the final model (adapter_model.safetensors), saved "
+        "after checkpoint-2 (trainer_state.json is cut short or damaged"
     )
     assert "which marks step 2, and `max_steps` is 2; nothing was changed." in stop.value.message
     assert snapshot(tmp_path) == before

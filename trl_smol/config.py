@@ -35,6 +35,7 @@ from .features.named_callbacks import CallbackArguments
 from .features.padding_free import PaddingFreeArguments
 from .features.run_safety import RunSafetyArguments
 from .features.samples import SampleArguments
+from .features.values import check_values, trl_rules
 from .settings import UserSettings, differing_from_defaults
 
 __all__ = ["SmolSFTConfig", "UserSettings"]
@@ -70,6 +71,9 @@ class SmolSFTConfig(
         self.user_settings = UserSettings(explicit=frozenset(differing_from_defaults(self)))
         for feature in FEATURES:
             feature.resolve_defaults(self)  # e.g. the precision where TRL's bf16 default would stop the run
+        # TRL's values the plugin relies on, checked as the recipe parser does: `max_length=-1` would train with one
+        # token cut from every row, an unknown `optim` fail in transformers with a traceback.
+        check_values(self, trl_rules())
         super().__post_init__()
         for feature in FEATURES:
             feature.check_arguments(self)

@@ -12,8 +12,8 @@ check_values(args, {"max_length": whole_number(1, null="null (no truncation)")})
 
 `trl sft` and `trl-smol render` check the recipe and the command line in the recipe parser, before any dataclass is
 built (trl_smol/parser.py); `trl-smol doctor` reads the recipe with the same parser; `trl-smol estimate` checks its
-flags with the rules of the recipe keys they stand for; `SmolSFTConfig` runs each feature's rules after TRL's
-`__post_init__`.
+flags with the rules of the recipe keys they stand for; `SmolSFTConfig` checks [`trl_rules`] before TRL's
+`__post_init__` and each feature's rules after it.
 """
 
 from __future__ import annotations
