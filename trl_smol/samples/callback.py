@@ -43,6 +43,7 @@ from transformers import TrainerCallback
 from transformers.utils import logging
 
 from ..console import step as console_step
+from ..console import write as console_write
 from ..launch import new_run_id
 from ..preemption import stop_signal
 from .budget import SampleBudget
@@ -287,7 +288,7 @@ class SampleGenerationCallback(TrainerCallback):
         count, reason = self._plan(state, final, evaluation)
         if count == 0:  # an evaluation at this step may still ask for a pass
             if state.is_world_process_zero:
-                console_step(f"Samples at step {step}: skipped, {reason}")
+                console_write(f"Samples at step {step}: skipped, {reason}.")
             return
         self._done_steps.add(step)
         model = self.model or kwargs.get("model")
@@ -309,8 +310,6 @@ class SampleGenerationCallback(TrainerCallback):
         rows, seconds = self.generate(model, tokenizer, step, args.gradient_checkpointing_kwargs, count=count)
         if self.budget is not None:
             self.budget.spent(seconds, count, budgeted=not final)
-            if final and state.is_world_process_zero:
-                console_step(self.budget.summary(seconds))
         scores = summarize(rows) or None  # rows only on the main process
         if self.generator.check_keys:
             scores = _from_main_process(scores)  # every rank selects the same best checkpoint
@@ -320,6 +319,8 @@ class SampleGenerationCallback(TrainerCallback):
             return
         self.outputs.write([{"run": self.run_id, **row} for row in rows])
         self.outputs.show(rows, step, seconds, scores)
+        if final and self.budget is not None:
+            console_write(self.budget.summary(seconds) + ".")
         self.outputs.report(args, rows, step, seconds, scores)
 
 
