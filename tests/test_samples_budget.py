@@ -56,7 +56,9 @@ def clock(monkeypatch, tiny_model):
     return clock
 
 
-def train(tmp_path, model, tokenizer, clock, *, budget, prompts=40, max_steps=20, every=5, checks=None, **args):
+def train(
+    tmp_path, model, tokenizer, clock, *, budget, prompts=40, max_steps=20, every=5, checks=None, at_end=True, **args
+):
     eval_dataset = args.pop("eval_dataset", None)
     samples = SampleGenerationCallback(
         [f"Question {i}?" for i in range(prompts)],
@@ -66,6 +68,7 @@ def train(tmp_path, model, tokenizer, clock, *, budget, prompts=40, max_steps=20
         chat_template_kwargs=NO_THINK,
         budget=budget,
         checks=checks,
+        at_end=at_end,
     )
     trainer = Trainer(
         model=model,
@@ -131,6 +134,14 @@ def test_a_pass_is_skipped_when_not_one_batch_fits_and_an_evaluation_still_gets_
     # What each evaluation's metrics got (`eval_samples_pass_rate`): a pass rate, not NaN.
     assert sorted(samples.scores) == [0, 10, 20]
     assert all(0 <= scores["pass_rate"] <= 1 for scores in samples.scores.values())
+
+
+def test_without_a_final_pass_the_pass_at_the_last_step_is_budgeted_too(tmp_path, tiny_model, tiny_tokenizer, clock):
+    # sample_at_end off: no pass of every prompt; the budget's 9 s after the start pass go to 4 passes, 2 batches each.
+    trainer, samples = train(tmp_path, tiny_model, tiny_tokenizer, clock, budget=0.05, at_end=False)
+    steps = prompts_by_step(trainer.args.output_dir)
+    assert {step: len(prompts) for step, prompts in steps.items()} == {0: 4, 5: 8, 10: 8, 15: 8, 20: 8}
+    assert samples.budget.budgeted_seconds == 1 + 4 * 2
 
 
 def test_budget_arithmetic():

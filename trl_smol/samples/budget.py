@@ -72,9 +72,17 @@ class SampleBudget:
         return max(0.0, now - (self.began if self.began is not None else now) - self.sample_seconds)
 
     def plan(
-        self, step: int, max_steps: int, every_n_steps: int, *, evaluation: bool = False, now: float | None = None
+        self,
+        step: int,
+        max_steps: int,
+        every_n_steps: int,
+        *,
+        evaluation: bool = False,
+        last_budgeted: bool = False,
+        now: float | None = None,
     ) -> Plan:
-        """The prompts a pass at `step` (before the last one) may generate."""
+        """The prompts a budgeted pass at `step` may generate. `last_budgeted`: a periodic pass at `max_steps` is
+        within the budget too (no final pass of every prompt: `sample_at_end` off)."""
         share = f"sample_budget {self.share:.0%}"
         if self.batch_seconds is None:
             count = min(self.batch, self.total)
@@ -86,7 +94,8 @@ class SampleBudget:
             return Plan(self._count(batches), f"{batches} batch{'es' if batches > 1 else ''}, before any step")
         projected = training * max(max_steps - self.first_step, steps_done) / steps_done
         left = self.share * projected - self.budgeted_seconds
-        fits = math.floor(left / self._passes_left(step, max_steps, every_n_steps) / self.batch_seconds)
+        passes = self._passes_left(step, max_steps + 1 if last_budgeted else max_steps, every_n_steps)
+        fits = math.floor(left / passes / self.batch_seconds)
         batches = min(max(fits, 0), self.most_batches or self.total_batches, self.total_batches)
         so_far = f"{self.budgeted_seconds:.1f}s of samples for ~{projected:.0f}s of training"
         if batches == 0:
@@ -131,8 +140,8 @@ class SampleBudget:
         return min(batches * self.batch, self.total)
 
     @staticmethod
-    def _passes_left(step: int, max_steps: int, every_n_steps: int) -> int:
-        """Periodic passes from `step` (this one) to before `max_steps`, at least this one."""
-        if every_n_steps <= 0 or step >= max_steps:
+    def _passes_left(step: int, end: int, every_n_steps: int) -> int:
+        """Periodic passes from `step` (this one) to before step `end`, at least this one."""
+        if every_n_steps <= 0 or step >= end:
             return 1
-        return max(1, (max_steps - 1) // every_n_steps - (step - 1) // every_n_steps)
+        return max(1, (end - 1) // every_n_steps - (step - 1) // every_n_steps)

@@ -254,7 +254,8 @@ class SampleGenerationCallback(TrainerCallback):
             return total, ""
         if final:
             return total, f"the final pass, outside sample_budget {self.budget.share:.0%}"
-        plan = self.budget.plan(state.global_step, state.max_steps, self.every_n_steps, evaluation=evaluation)
+        at = (state.global_step, state.max_steps, self.every_n_steps)
+        plan = self.budget.plan(*at, evaluation=evaluation, last_budgeted=not self.at_end)
         return _from_main_process((plan.count, plan.reason))  # wall clocks differ: every rank follows the main one
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -284,7 +285,7 @@ class SampleGenerationCallback(TrainerCallback):
         step = state.global_step
         if step in self._done_steps or stop_signal() is not None:
             return  # after a stop signal the grace period is for the checkpoint (trl_smol.preemption)
-        final = final or (state.max_steps > 0 and step >= state.max_steps)
+        final = final or (self.at_end and state.max_steps > 0 and step >= state.max_steps)
         count, reason = self._plan(state, final, evaluation)
         if count == 0:  # an evaluation at this step may still ask for a pass
             if state.is_world_process_zero:
