@@ -203,8 +203,11 @@ def test_a_finished_run_whose_last_checkpoint_is_damaged_keeps_its_final_model(t
         f"trl-smol: nothing left to train: {tmp_path} holds the final model (adapter_model.safetensors), saved "
         "after checkpoint-2 (trainer_state.json is cut short or damaged"
     )
-    assert "which marks step 2, and `max_steps` is 2; nothing was changed." in stop.value.message
+    assert "; it is at step 2, and `max_steps` is 2; nothing was changed." in stop.value.message
     assert snapshot(tmp_path) == before
+    # A new run in that output_dir is told the same: nothing left to resume, not `--resume_from_checkpoint true`.
+    with pytest.raises(PreviousRunError, match="that has reached step 2, and `max_steps` is 2: nothing is left"):
+        check_previous_run(tmp_path, resume=False, overwrite=False, max_steps=2)
 
 
 def test_training_on_past_a_damaged_last_checkpoint_says_the_final_model_will_be_replaced(tmp_path, capsys):

@@ -211,6 +211,12 @@ class Progress:
         except (TypeError, ValueError):  # a state JSON that Trainer did not write: no progress to compare with
             return None
 
+    @classmethod
+    def named(cls, folder: str | os.PathLike) -> Progress | None:
+        """What a `checkpoint-N` folder's name alone tells (step N), for one whose state cannot be read."""
+        step = checkpoint_step(folder)
+        return None if step is None else cls(Path(folder), step, 0, 0.0, 0.0)
+
     @property
     def ended(self) -> bool:
         """Whether its own run had trained all its steps when it saved this checkpoint."""

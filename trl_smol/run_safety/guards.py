@@ -19,7 +19,7 @@ from transformers.utils import logging
 from ..distributed import wait_for_every_rank
 from ..launch import report_failure
 from ..preemption import STOPPED_PREFIX, exit_status
-from .checkpoints import Progress, checkpoint_problem, checkpoint_step, final_model_file, resumable_checkpoint
+from .checkpoints import Progress, checkpoint_problem, final_model_file, resumable_checkpoint
 from .interrupt import InterruptCheckpoint
 from .output_dir import (
     NoCheckpointError,
@@ -95,23 +95,16 @@ def resume_path(args: Any, resume_from_checkpoint: str | bool = True) -> str:
         if problem is not None:
             raise NoCheckpointError(f"Cannot resume from {path}: {problem}. {_ANEW}")
         progress = Progress.read(path)
+    damaged = next((entry for entry in skipped if progress is not None and entry.path == progress.path), None)
     if progress is not None and not progress.left_for(max_steps, epochs):
         setting = "`max_steps`" if max_steps is not None and max_steps > 0 else "`num_train_epochs`"
+        where = str(progress.path)
+        if damaged is not None:  # known from its name only: the final model was saved after it
+            where = f"{output_dir} holds the final model ({final_model_file(output_dir)}), saved after {damaged}; it"
         message = (
-            f"trl-smol: nothing left to train: {progress.path} is at {progress.describe_target(max_steps, epochs)}; "
+            f"trl-smol: nothing left to train: {where} is at {progress.describe_target(max_steps, epochs)}; "
             f"nothing was changed. To train it further, raise {setting} and resume again; to train anew, "
             "use `--overwrite_output_dir true` (moves this run aside) or another `output_dir`."
-        )
-        _say(args, message)
-        raise NothingToTrain(message)
-    after = _final_model_after(output_dir, skipped, progress) if resume_from_checkpoint is True else None
-    if after is not None and max_steps is not None and 0 < max_steps <= after[1]:
-        final, step, damaged = after
-        message = (
-            f"trl-smol: nothing left to train: {output_dir} holds the final model ({final}), saved after "
-            f"{damaged}, which marks step {step}, and `max_steps` is {max_steps}; nothing was changed. To train it "
-            f"further, raise `max_steps` and resume again; to train anew, use `--overwrite_output_dir true` (moves "
-            "this run aside) or another `output_dir`."
         )
         _say(args, message)
         raise NothingToTrain(message)
@@ -121,22 +114,14 @@ def resume_path(args: Any, resume_from_checkpoint: str | bool = True) -> str:
             raise NoCheckpointError(f"No complete checkpoint to resume from in {output_dir}: {unusable}. {_ANEW}")
         raise NoCheckpointError(f"No checkpoint to resume from in {output_dir}. {_ANEW}")
     line = _resuming(path, skipped, max_steps, epochs)
-    if after is not None:  # the steps after `path` are trained again, and the model saved at the end replaces it
-        line = line[:-1] + f"; the final model in {output_dir} ({after[0]}) is replaced when this run ends."
+    if progress is not None and progress.path != path and progress.global_step > Progress.read(path).global_step:
+        # the final model is further on than `path`: the steps between are trained again, and the new model replaces it
+        line = (
+            line[:-1]
+            + f"; the final model in {output_dir} ({final_model_file(output_dir)}) is replaced when this run ends."
+        )
     _say(args, line)
     return str(path)
-
-
-def _final_model_after(output_dir, skipped: list, progress: Progress | None) -> tuple[str, int, Any] | None:
-    """`(final model file, step, damaged checkpoint)` when `output_dir` holds a final model and a checkpoint newer
-    than the one a resume would start from is damaged: that run went at least that far, so its model is more than the
-    resumed checkpoint holds."""
-    final = final_model_file(output_dir)
-    newest = max(skipped, key=lambda entry: checkpoint_step(entry.path) or 0, default=None)
-    step = checkpoint_step(newest.path) if newest is not None else None
-    if final is None or step is None or (progress is not None and progress.global_step >= step):
-        return None
-    return final, step, newest
 
 
 _ANEW = (

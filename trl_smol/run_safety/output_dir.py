@@ -29,7 +29,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .checkpoints import WEIGHT_FILES, Progress, checkpoints, resumable_checkpoint
+from .checkpoints import Progress, checkpoints, final_model_file, resumable_checkpoint
 
 LOCK_FILE = ".trl_smol.lock"
 HOLDER_FILE = ".trl_smol_run.json"
@@ -194,12 +194,14 @@ def _previous_run_message(
 
 
 def furthest_progress(output_dir: str | os.PathLike, checkpoint: Path | None) -> Progress | None:
-    """How far the previous run in `output_dir` got: the checkpoint's progress, or the final model's when a
-    `trainer_state.json` was saved beside it (`Trainer.save_state()`) and is further on."""
+    """How far the previous run in `output_dir` got: the checkpoint's progress, or, when the run saved its final model,
+    the model's (a `trainer_state.json` saved beside it by `Trainer.save_state()`) or its newest checkpoint's, even a
+    damaged one by its name, when further on: the final model was saved after them."""
     found = [Progress.read(checkpoint)] if checkpoint is not None else []
     folder = Path(output_dir)
-    if any((folder / name).is_file() for name in WEIGHT_FILES):
+    if final_model_file(folder) is not None:
         found.append(Progress.read(folder))
+        found += [Progress.named(newest) for newest in checkpoints(folder)[-1:]]  # after `checkpoint`: it wins ties
     found = [progress for progress in found if progress is not None]
     return max(found, key=lambda progress: progress.global_step, default=None)
 
