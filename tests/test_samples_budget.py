@@ -129,7 +129,7 @@ def test_a_pass_is_skipped_when_not_one_batch_fits_and_an_evaluation_still_gets_
     assert {step: len(prompts) for step, prompts in steps.items()} == {0: 4, 10: 4, 20: 40}
     console = capsys.readouterr().out
     assert "Samples at step 5: skipped, not one batch (1.0s) fits sample_budget 1%" in console
-    assert "Samples at step 10: generating answers to 4 of 40 prompts (1 batch(es) for the evaluation" in console
+    assert "Samples at step 10: generating answers to 4 of 40 prompts (1 batch for the evaluation" in console
     assert "Samples at step 15: skipped" in console
     # What each evaluation's metrics got (`eval_samples_pass_rate`): a pass rate, not NaN.
     assert sorted(samples.scores) == [0, 10, 20]

@@ -30,6 +30,16 @@ import time
 from dataclasses import dataclass
 
 
+def check_share(share: float) -> None:
+    """Raise `ValueError` unless `share` is a share of training time, strictly between 0 and 1."""
+    if not 0 < share < 1:
+        raise ValueError(f"sample_budget is a share of training time, such as 0.05 (5%); got {share}.")
+
+
+def _batches(count: int) -> str:
+    return f"{count} batch{'es' if count > 1 else ''}"
+
+
 @dataclass(frozen=True)
 class Plan:
     """What one pass generates: the first `count` prompts (`0`: skip the pass), and why, for the console."""
@@ -55,8 +65,7 @@ class SampleBudget:
     most_batches: int | None = None
 
     def __post_init__(self) -> None:
-        if not 0 < self.share < 1:
-            raise ValueError(f"sample_budget is a share of training time, such as 0.05 (5%); got {self.share}.")
+        check_share(self.share)
 
     @property
     def total_batches(self) -> int:
@@ -91,7 +100,7 @@ class SampleBudget:
         training = self.training_seconds(now)
         if steps_done <= 0:  # a pass before any step of this run: nothing to project from yet
             batches = self.most_batches or 1
-            return Plan(self._count(batches), f"{batches} batch{'es' if batches > 1 else ''}, before any step")
+            return Plan(self._count(batches), f"{_batches(batches)}, before any step")
         projected = training * max(max_steps - self.first_step, steps_done) / steps_done
         left = self.share * projected - self.budgeted_seconds
         passes = self._passes_left(step, max_steps + 1 if last_budgeted else max_steps, every_n_steps)
@@ -102,10 +111,10 @@ class SampleBudget:
             if not evaluation:
                 return Plan(0, f"not one batch ({self.batch_seconds:.1f}s) fits {share} ({so_far})")
             batches = self.most_batches or 1
-            return Plan(self._count(batches), f"{batches} batch(es) for the evaluation, over {share} ({so_far})")
+            return Plan(self._count(batches), f"{_batches(batches)} for the evaluation, over {share} ({so_far})")
         if self.most_batches is None:
             self.most_batches = batches
-        return Plan(self._count(batches), f"{batches} batch{'es' if batches > 1 else ''} fit {share} ({so_far})")
+        return Plan(self._count(batches), f"{_batches(batches)} fit {share} ({so_far})")
 
     def spent(self, seconds: float, count: int, *, budgeted: bool) -> None:
         """A pass of `count` prompts took `seconds`; `budgeted` unless it was the pass after the last step."""

@@ -46,7 +46,7 @@ from ..console import step as console_step
 from ..console import write as console_write
 from ..launch import new_run_id
 from ..preemption import stop_signal
-from .budget import SampleBudget
+from .budget import SampleBudget, check_share
 from .checks import summarize
 from .generation import SampleGenerator
 from .outputs import SampleOutputs
@@ -136,7 +136,7 @@ class SampleGenerationCallback(TrainerCallback):
         self.every_n_steps = every_n_steps
         self.budget_share = budget
         if budget is not None:
-            SampleBudget(budget, 1, 1)  # a share outside (0, 1) fails here, before training
+            check_share(budget)  # before training
         # Made when training begins, when the number of processes is known; `trainer.evaluate()` alone has none and
         # samples every prompt.
         self.budget: SampleBudget | None = None
