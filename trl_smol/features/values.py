@@ -65,14 +65,16 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _parser(convert: Callable[[str], Any], null: str | None) -> Callable[[str], Any]:
+    """A flag's text as a value: `null`/`none` is None where the setting accepts it, else `convert(text)`."""
+    return lambda text: None if null and text.strip().lower() in ("null", "none") else convert(text)
+
+
 def whole_number(minimum: int, *, null: str | None = None, note: str = "") -> Rule:
     """A whole number >= `minimum`; `null`: what None means, when it is accepted."""
     accepted = f"a whole number >= {minimum}{note}" + (f", or {null}" if null else "")
-
-    def parse(text: str) -> int | None:
-        return None if null and text.strip().lower() in ("null", "none") else int(text)
-
-    return Rule(accepted, lambda v: (v is None and null is not None) or (_is_int(v) and v >= minimum), parse)
+    test = lambda v: (v is None and null is not None) or (_is_int(v) and v >= minimum)  # noqa: E731
+    return Rule(accepted, test, _parser(int, null))
 
 
 def number(*, above: float | None = None, at_least: float | None = None, below: float | None = None,
@@ -96,11 +98,8 @@ def number(*, above: float | None = None, at_least: float | None = None, below: 
             and (at_most is None or value <= at_most)
         )
 
-    def parse(text: str) -> float | None:
-        return None if null and text.strip().lower() in ("null", "none") else float(text)
-
     accepted = "a number " + " and ".join(bound for bound in bounds if bound) + (f", or {null}" if null else "")
-    return Rule(accepted, test, parse)
+    return Rule(accepted, test, _parser(float, null))
 
 
 def one_of(choices: Iterable[str], what: str = "") -> Rule:
