@@ -9,6 +9,7 @@ With a third argument `budget` (`test_samples_budget.py`): ten prompts under `sa
 """
 
 import sys
+from pathlib import Path
 
 import torch
 from datasets import Dataset
@@ -82,7 +83,9 @@ def main(model_dir: str, output_dir: str, mode: str = "") -> None:
     )
     trainer.train()
     state = trainer.state
-    print(f"rank {args.process_index}: best {state.best_model_checkpoint} at {state.best_metric}", flush=True)
+    # One file per rank beside the output dir: two processes printing to one pipe can interleave their lines.
+    choice = Path(output_dir).parent / f"best-rank{args.process_index}.txt"
+    choice.write_text(f"{state.best_model_checkpoint} at {state.best_metric}")
     if trainer.is_world_process_zero():
         print(f"world_size={trainer.args.world_size}")
     settle_process_group()  # a plain Trainer's end() does not: without it a gloo run can hang at exit

@@ -503,5 +503,5 @@ def test_two_process_run_writes_each_step_and_prompt_once(tmp_path, tiny_model_d
     assert "world_size=2" in result.stdout
     # Scored where generated, gathered with the rows; both ranks selected the same checkpoint by the pass rate.
     assert all(row["checks"] == {"stops": row["stopped"], "regex": True} for row in rows)
-    best = sorted(line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("rank "))
-    assert len(best) == 2 and best[0] == best[1] and "checkpoint-" in best[0], result.stdout
+    best = [(tmp_path / f"best-rank{rank}.txt").read_text() for rank in (0, 1)]
+    assert best[0] == best[1] and "checkpoint-" in best[0], best
