@@ -51,6 +51,7 @@ CHILD = textwrap.dedent(
     release_held_signals()
     got = []
     signal.signal(signal.SIGTERM, lambda number, frame: got.append(number))
+    print("ready", flush=True)
     stubborn = len(sys.argv) > 1  # a training process that does not stop
     deadline = time.time() + 20
     while (stubborn or not got) and time.time() < deadline:
@@ -64,8 +65,9 @@ def start_holder(*child_args: str) -> subprocess.Popen:
     process = subprocess.Popen(
         [sys.executable, "-c", HOLDER, CHILD, *child_args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    assert process.stdout.readline().strip() == "started"
-    time.sleep(0.5)  # the child is running and has released its signals
+    # Both lines, in either order: the holder started the child, and the child released its signals and set its
+    # handler (a fixed wait raced a slow start on a loaded machine).
+    assert {process.stdout.readline().strip(), process.stdout.readline().strip()} == {"started", "ready"}
     return process
 
 
