@@ -162,8 +162,8 @@ def samples_section(output_dir: str | os.PathLike) -> list[str]:
     if checked:
         rates = ", ".join(f"{_rate(scores[step])} at step {step}" for step in steps)
         lines += [f"Pass rate: {rates}.", ""]
-        shared = min(len(passes[step]) for step in steps)
         if len(steps) == 2 and len(passes[first]) != len(passes[last]):
+            shared = min(len(passes[step]) for step in steps)
             # `sample_budget`: the passes before the last step answer the leading prompts, the last one every prompt
             common = " → ".join(_rate(pass_scores(passes[step][:shared])) for step in steps)
             lines += [f"Over the first {shared} prompts, which both passes answered: {common}.", ""]

@@ -114,8 +114,9 @@ def resume_path(args: Any, resume_from_checkpoint: str | bool = True) -> str:
             raise NoCheckpointError(f"No complete checkpoint to resume from in {output_dir}: {unusable}. {_ANEW}")
         raise NoCheckpointError(f"No checkpoint to resume from in {output_dir}. {_ANEW}")
     line = _resuming(path, skipped, max_steps, epochs)
-    if progress is not None and progress.path != path and progress.global_step > Progress.read(path).global_step:
-        # the final model is further on than `path`: the steps between are trained again, and the new model replaces it
+    if progress is not None and progress.path != path:
+        # `furthest_progress` prefers `path` on a tie: the final model is further on, the steps between are trained
+        # again, and the new model replaces it
         line = (
             line[:-1]
             + f"; the final model in {output_dir} ({final_model_file(output_dir)}) is replaced when this run ends."
